@@ -1,0 +1,69 @@
+"""Config validation against workflow/schemas/config.schema.yaml, with the schema's defaults filled in.
+
+A typo or a wrong type stops the run with one line naming the key, before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    def fill_additional(validator, additional, instance, schema):
+        # Defaults inside `additionalProperties` (the runs grid) are filled too.
+        if isinstance(instance, dict) and isinstance(additional, dict):
+            known = schema.get("properties", {})
+            for name, value in instance.items():
+                if name not in known:
+                    yield from validator.descend(value, additional, path=name)
+        elif additional is False and isinstance(instance, dict):
+            extra = sorted(set(instance) - set(schema.get("properties", {})))
+            if extra:
+                yield jsonschema.ValidationError(f"unknown key {extra[0]!r} (known: {sorted(schema.get('properties', {}))})")
+
+    return jsonschema.validators.extend(
+        validator_class, {"properties": set_defaults, "additionalProperties": fill_additional}
+    )
+
+
+def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
+    """Return a validated copy of `config` with defaults; raise ConfigError naming the offending key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config = copy.deepcopy(config)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.absolute_path) or "<top level>"
+        raise ConfigError(f"config error at {where}: {e.message}")
+    for name, run in config["runs"].items():
+        run["train"] = {**config["train"], **run.get("train", {})}
+        unknown = set(run["train"]) - set(config["train"])
+        if unknown:
+            raise ConfigError(f"config error at runs.{name}.train: unknown key {sorted(unknown)[0]!r}")
+    if config["filter"]["low"] > config["filter"]["high"]:
+        raise ConfigError("config error at filter: low must not exceed high")
+    return config
+
+
+def load(path: Path) -> dict:
+    return validate(yaml.safe_load(Path(path).read_text()))

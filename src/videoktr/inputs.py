@@ -1,0 +1,51 @@
+"""From a Video-R1 record to model inputs: the conversation, decoded frames, and processor tensors.
+
+One place builds prompts for SFT, filtering, RL and evaluation, so every stage sees the same text and pixels.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from videoktr.prompts import build_question
+from videoktr.video import read_frames
+
+
+def conversation(record: dict) -> list[dict]:
+    """The user turn: the clip, then the question with options and the think/answer instruction."""
+    return [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": build_question(record)}]}]
+
+
+def prompt_text(processor, record: dict) -> str:
+    return processor.apply_chat_template(conversation(record), tokenize=False, add_generation_prompt=True)
+
+
+@lru_cache(maxsize=4096)
+def _frames_cached(path: str, fps: float, max_frames: int, backend: str) -> np.ndarray:
+    return read_frames(path, fps=fps, max_frames=max_frames, backend=backend)
+
+
+def load_frames(record: dict, data_dir: Path, video_cfg: dict, max_frames: int | None = None) -> np.ndarray:
+    """Frames of the record's clip; the same clip is decoded once however many rollouts read it."""
+    path = str(Path(data_dir) / record["path"])
+    frames = max_frames or video_cfg["train_frames"]
+    return _frames_cached(path, float(video_cfg["fps"]), int(frames), video_cfg.get("backend", "auto"))
+
+
+def encode(processor, texts: list[str], videos: list[np.ndarray], fps: float, padding_side: str = "left"):
+    """Processor call for a batch: input ids, mm_token_type_ids, pixel rows, grids and seconds per grid."""
+    processor.tokenizer.padding_side = padding_side
+    return processor(text=texts, videos=videos, fps=fps, padding=True, return_tensors="pt",
+                     return_mm_token_type_ids=True)
+
+
+def mm_token_type_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
+    """1 on image tokens, 2 on video tokens: M-RoPE needs it over the whole prompt + completion."""
+    ids = torch.zeros_like(input_ids)
+    ids[input_ids == config.image_token_id] = 1
+    ids[input_ids == config.video_token_id] = 2
+    return ids
