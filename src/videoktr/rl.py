@@ -1,0 +1,110 @@
+"""One RL run: the filtered questions, Video-R1 rewards, a TRL config from our config, resumable training."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+from transformers.trainer_utils import get_last_checkpoint
+from trl import GRPOConfig
+
+from videoktr.inputs import conversation
+from videoktr.rewards import format_reward, score
+from videoktr.tiny_model import vision_token_ids
+from videoktr.trainers import KTRTrainer, VideoGRPOTrainer
+
+log = logging.getLogger(__name__)
+
+
+def _text(completion) -> str:
+    return completion[-1]["content"] if isinstance(completion, list) else completion
+
+
+class AccuracyReward:
+    """Video-R1 accuracy per problem type; counts unparseable answers (they score 0)."""
+
+    __name__ = "accuracy"
+
+    def __init__(self):
+        self.seen = self.unparseable = 0
+
+    def __call__(self, prompts, completions, solution, problem_type, **kwargs) -> list[float]:
+        scores = [score(_text(c), s, t) for c, s, t in zip(completions, solution, problem_type)]
+        self.seen += len(scores)
+        self.unparseable += sum(not s.parseable for s in scores)
+        return [s.accuracy for s in scores]
+
+
+def format_reward_func(prompts, completions, **kwargs) -> list[float]:
+    return [format_reward(_text(c)) for c in completions]
+
+
+format_reward_func.__name__ = "format"
+
+
+def to_dataset(records: list[dict]) -> Dataset:
+    return Dataset.from_list([
+        {"prompt": conversation(r), "path": r["path"], "solution": r["solution"],
+         "problem_type": r["problem_type"], "problem_id": str(r["problem_id"])}
+        for r in records
+    ])
+
+
+def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int]) -> GRPOConfig:
+    return GRPOConfig(
+        output_dir=str(Path(work_dir) / "checkpoints"),
+        learning_rate=train["lr"],
+        beta=train["beta"],
+        num_generations=train["num_generations"],
+        per_device_train_batch_size=train["per_device_batch_size"],
+        max_completion_length=train["max_completion_length"],
+        temperature=train["temperature"],
+        num_train_epochs=train["epochs"],
+        max_steps=train["max_steps"],
+        loss_type=train["loss_type"],
+        save_strategy="steps",
+        save_steps=train["save_steps"],
+        logging_steps=train["logging_steps"],
+        generation_kwargs={"suppress_tokens": suppress},
+        report_to=[],
+        use_cpu=True,
+        seed=seed,
+        data_seed=seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
+def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_dir: Path, work_dir: Path,
+              out_dir: Path, *, video_cfg: dict, seed: int) -> dict:
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    args = grpo_config(run["train"], work_dir, seed, vision_token_ids(model))
+    accuracy = AccuracyReward()
+    common = dict(model=model, reward_funcs=[accuracy, format_reward_func], args=args,
+                  train_dataset=to_dataset(records), processing_class=processor, data_dir=data_dir,
+                  video_cfg=video_cfg)
+    if run["method"] == "ktr":
+        trainer = KTRTrainer(**common, ratio=run["ratio"], signals=run["signals"])
+    else:
+        trainer = VideoGRPOTrainer(**common)
+    # Checkpoints live outside the rule's outputs: a rerun after a kill resumes from the newest one.
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
+    if last:
+        log.info("resuming %s from %s", name, last)
+    result = trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(str(out_dir))
+    processor.save_pretrained(out_dir)
+    metrics = {
+        "run": name, "method": run["method"], "global_step": trainer.state.global_step,
+        "train_loss": result.training_loss, "resumed_from": last,
+        "unparseable_answers": accuracy.unparseable, "scored_answers": accuracy.seen,
+        "log_history": trainer.state.log_history,
+    }
+    return metrics

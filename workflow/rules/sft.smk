@@ -1,0 +1,29 @@
+# The SFT model: in the tiny world a tiny Qwen2.5-VL built here and fine-tuned on think/answer targets.
+
+
+rule base_model:
+    input:
+        f"{OUT}/data/clean/train.json",
+    output:
+        directory(f"{OUT}/models/base"),
+    params:
+        cfg=cfg("seed", "model", "video"),
+    log:
+        f"{OUT}/logs/base_model.log",
+    shell:
+        "videoktr build-model --cfg {params.cfg:q} --records {input} --out {output} > {log} 2>&1"
+
+
+rule sft:
+    input:
+        model=f"{OUT}/models/base",
+        records=f"{OUT}/data/clean/train.json",
+    output:
+        directory(f"{OUT}/models/sft"),
+    params:
+        cfg=cfg("seed", "sft", "video"),
+    log:
+        f"{OUT}/logs/sft.log",
+    shell:
+        "videoktr sft --cfg {params.cfg:q} --model {input.model} --records {input.records}"
+        " --data-dir {WORLD} --out {output} > {log} 2>&1"

@@ -1,0 +1,21 @@
+# RL training, one job per named run in config `runs` (a method plus overrides of `train`).
+
+
+rule train:
+    input:
+        model=f"{OUT}/models/sft",
+        records=f"{OUT}/data/filtered/train.json",
+    output:
+        model=directory(f"{OUT}/models/{{run}}"),
+        metrics=f"{OUT}/train/{{run}}/metrics.json",
+    wildcard_constraints:
+        run="|".join(config["runs"]),
+    params:
+        cfg=lambda w: json.dumps({"seed": config["seed"], "video": config["video"], "run": config["runs"][w.run]}),
+        work=lambda w: f"{OUT}/train/{w.run}",
+    log:
+        f"{OUT}/logs/train_{{run}}.log",
+    shell:
+        "videoktr train --cfg {params.cfg:q} --name {wildcards.run} --model {input.model}"
+        " --records {input.records} --data-dir {WORLD} --work-dir {params.work}"
+        " --out {output.model} --metrics {output.metrics} > {log} 2>&1"
