@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from videoktr.jsonl import read_rows
 from videoktr.inputs import load_frames, prompt_text
 from videoktr.rewards import score
 from videoktr.video import VideoError
@@ -22,15 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def read_predictions(path: Path) -> dict:
-    rows = {}
-    if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            try:
-                row = json.loads(line)
-                rows[row["id"]] = row
-            except (json.JSONDecodeError, KeyError):
-                log.warning("ignoring a torn line in %s (an interrupted write)", path)
-    return rows
+    return read_rows(path, "id")
 
 
 def subtask(record: dict) -> str:

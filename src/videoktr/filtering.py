@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from videoktr.jsonl import read_rows
 from videoktr.inputs import load_frames, prompt_text
 from videoktr.rewards import score
 
@@ -23,15 +24,7 @@ def keep_in_band(accuracy: dict, low: float, high: float) -> set:
 
 
 def read_done(path: Path) -> dict:
-    done = {}
-    if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            try:
-                row = json.loads(line)
-                done[row["problem_id"]] = row["accuracy"]
-            except (json.JSONDecodeError, KeyError):
-                log.warning("ignoring a torn line in %s (an interrupted write)", path)
-    return done
+    return {pid: row["accuracy"] for pid, row in read_rows(path, "problem_id").items()}
 
 
 def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, *, k: int, temperature: float,

@@ -1,0 +1,39 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+VIDEO_CFG = {"fps": 8, "train_frames": 16, "min_pixels": 3136, "max_pixels": 3136, "backend": "auto"}
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """A small real world: MP4 clips and Video-R1 records."""
+    from videoktr.world import generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    generate_world(out, seed=3, n_train=20, n_eval=6)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, world):
+    """A random-init tiny Qwen2.5-VL with a tokenizer trained on the world's text."""
+    from videoktr.prompts import build_question
+    from videoktr.sft import sft_target
+    from videoktr.tiny_model import build_tiny_model
+
+    records = json.loads((world / "train.json").read_text())
+    texts = [t for r in records for t in (build_question(r), sft_target(r))]
+    out = tmp_path_factory.mktemp("model")
+    build_tiny_model(out, texts, vocab_size=400, hidden_size=32, layers=1, heads=2, vision_hidden=32,
+                     vision_depth=1, min_pixels=3136, max_pixels=3136, seed=0)
+    return out
+
+
+def records(world: Path, split: str = "train") -> list[dict]:
+    return json.loads((world / f"{split}.json").read_text())
