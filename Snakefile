@@ -1,8 +1,6 @@
 # videoktr: the Video-KTR study as one DAG.
 #   data -> SFT model -> difficulty filter -> RL runs (config `runs`) -> evaluation -> tables
 # The default config is the embedded tiny world (CPU, minutes); config/paper.yaml is the paper-scale study.
-import json
-
 from videoktr.config import ConfigError, validate as validate_config
 
 
@@ -14,15 +12,8 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
-RUN = config["run_name"]
-OUT = f"results/{RUN}"
 
-
-def cfg(*sections):
-    """The config sections a rule depends on, as JSON for the CLI (params: a change reruns only those rules)."""
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
-
-
+include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sft.smk"
 include: "workflow/rules/filter.smk"

@@ -60,7 +60,7 @@ def colour_masks(video: np.ndarray) -> dict[str, np.ndarray]:
     chroma = [x / np.maximum(peak, 1) for x in rgb]
     dist = np.stack([sum((x - p) ** 2 for x, p in zip(chroma, ps)) for ps in palette.values()])
     nearest = dist.argmin(0)
-    lit = (peak >= 80) & (dist.min(0) < 0.25)
+    lit = (peak >= 80) & (dist.min(0) < 0.25)  # grey background: distance >= 1
     return {c: lit & (nearest == i) for i, c in enumerate(palette)}
 
 

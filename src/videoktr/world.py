@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
+# Neutral grey near the vision encoder's pixel mean: an empty patch normalises to ~0 and carries no signal, so a
+# tiny randomly initialised encoder sees the shapes instead of a large constant from a black background.
+BACKGROUND = (124, 116, 104)
 KINDS = ("circle", "square", "triangle")
 DIRECTIONS = ("left", "right", "up", "down")
 LETTERS = "ABCDEFGH"
@@ -78,7 +81,8 @@ class _Clip:
         return KINDS[self.rng.integers(len(KINDS))]
 
     def render(self) -> np.ndarray:
-        video = np.zeros((self.T, self.S, self.S, 3), np.uint8)
+        video = np.empty((self.T, self.S, self.S, 3), np.uint8)
+        video[:] = BACKGROUND
         masks = _masks(self.s)
         for kind, colour, start, end, ys, xs in self.shapes:
             for t in range(start, end):

@@ -12,6 +12,8 @@ rule table1:
     output:
         csv=f"{OUT}/tables/table1.csv",
         md=f"{OUT}/tables/table1.md",
+    conda:
+        "../../envs/analysis.yaml"
     log:
         f"{OUT}/logs/table1.log",
     shell:

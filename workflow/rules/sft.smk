@@ -7,7 +7,10 @@ rule base_model:
     output:
         directory(f"{OUT}/models/base"),
     params:
+        data_dir=data_dir,
         cfg=cfg("seed", "model", "video"),
+    conda:
+        "../../envs/train.yaml"
     log:
         f"{OUT}/logs/base_model.log",
     shell:
@@ -17,13 +20,17 @@ rule base_model:
 rule sft:
     input:
         model=f"{OUT}/models/base",
+        videos=rules.world.output.videos,
         records=f"{OUT}/data/clean/train.json",
     output:
         directory(f"{OUT}/models/sft"),
     params:
+        data_dir=data_dir,
         cfg=cfg("seed", "sft", "video"),
+    conda:
+        "../../envs/train.yaml"
     log:
         f"{OUT}/logs/sft.log",
     shell:
         "videoktr sft --cfg {params.cfg:q} --model {input.model} --records {input.records}"
-        " --data-dir {WORLD} --out {output} > {log} 2>&1"
+        " --data-dir {params.data_dir} --out {output} > {log} 2>&1"

@@ -4,6 +4,7 @@
 rule train:
     input:
         model=f"{OUT}/models/sft",
+        videos=rules.world.output.videos,
         records=f"{OUT}/data/filtered/train.json",
     output:
         model=directory(f"{OUT}/models/{{run}}"),
@@ -11,11 +12,14 @@ rule train:
     wildcard_constraints:
         run="|".join(config["runs"]),
     params:
+        data_dir=data_dir,
         cfg=lambda w: json.dumps({"seed": config["seed"], "video": config["video"], "run": config["runs"][w.run]}),
         work=lambda w: f"{OUT}/train/{w.run}",
+    conda:
+        "../../envs/train.yaml"
     log:
         f"{OUT}/logs/train_{{run}}.log",
     shell:
         "videoktr train --cfg {params.cfg:q} --name {wildcards.run} --model {input.model}"
-        " --records {input.records} --data-dir {WORLD} --work-dir {params.work}"
+        " --records {input.records} --data-dir {params.data_dir} --work-dir {params.work}"
         " --out {output.model} --metrics {output.metrics} > {log} 2>&1"

@@ -1,0 +1,16 @@
+import json
+import os
+
+RUN = config["run_name"]
+OUT = f"results/{RUN}"
+WORLD = f"{OUT}/data/world"
+
+
+def cfg(*sections):
+    """JSON of the config sections a job reads; as a param, a change there reruns just the jobs that read it."""
+    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
+
+
+def data_dir(wildcards, input):
+    """Record paths are relative to the folder that holds the clips."""
+    return os.path.dirname(input.videos)
