@@ -18,6 +18,9 @@ from pathlib import Path
 import torch
 from trl import GRPOTrainer
 
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from videoktr.attribution import key_token_masks, logprob_shift, permute_slices, temporal_permutation
 from videoktr.inputs import encode, load_frames, mm_token_type_ids
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,20 @@ def split_videos(batch) -> list[dict]:
 
 def join_videos(videos: list[dict]) -> dict:
     return {k: torch.cat([v[k] for v in videos]) for k in VIDEO_KEYS}
+
+
+def decoder_logps(model, ids, mask, logits_to_keep, features, videos, entropy=False):
+    """Completion log-probs (and entropies) given precomputed vision features: a decoder-only pass.
+
+    `model` carries TRL's fused LM head, so the vocabulary projection runs in tiles, never as full logits.
+    """
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :-logits_to_keep] = -100
+    out = model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_type_ids(ids, model.config),
+                video_grid_thw=videos["video_grid_thw"], second_per_grid_ts=videos["second_per_grid_ts"],
+                mm_encoder_outputs={"video": BaseModelOutputWithPooling(pooler_output=tuple(features))},
+                labels=labels, fused_lm_head=True)
+    return out.log_probs[:, -logits_to_keep:], (out.entropy[:, -logits_to_keep:] if entropy else None)
 
 
 class VideoGRPOTrainer(GRPOTrainer):
@@ -98,26 +115,50 @@ class VideoGRPOTrainer(GRPOTrainer):
 
 
 class KTRTrainer(VideoGRPOTrainer):
-    """Video-KTR: only key tokens carry the policy loss.
+    """Video-KTR: only key tokens (top r% by visual, temporal or entropy score, united) carry the loss.
 
-    TEMPORARY SHORTCUT (until the algorithm issue lands): the key-token mask is all ones, so this trains exactly as
-    VideoGRPOTrainer. The attribution (visual, temporal, entropy scores; top-r% union) replaces `key_token_mask`.
+    Both counterfactual passes reuse the policy's vision features (no second encoder run) and run as one batched
+    no-grad decoder forward through TRL's fused LM head, so full [B, L, V] logits are never held.
     """
 
     def __init__(self, *args, ratio: float = 0.2, signals=("E", "V", "T"), **kwargs):
         super().__init__(*args, **kwargs)
         self.ratio, self.signals = ratio, tuple(signals)
+        self._perm_rng = torch.Generator().manual_seed(self.args.seed)
 
-    def key_token_mask(self, output: dict) -> torch.Tensor:
-        return output["completion_mask"].clone()  # SHORTCUT: all valid tokens are key tokens
+    @torch.no_grad()
+    def attribution_scores(self, output: dict) -> dict[str, torch.Tensor]:
+        """Visual, temporal and entropy scores per completion token of the batch in flight."""
+        model = self.accelerator.unwrap_model(self.model)
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        n = output["completion_ids"].size(1)
+        videos = join_videos(self._videos)
+        feats = model.model.get_video_features(videos["pixel_values_videos"], videos["video_grid_thw"]).pooler_output
+        merge = model.model.visual.spatial_merge_size
+        full, entropy = decoder_logps(model, ids, mask, n, feats, videos, entropy=True)
+        zeroed = [torch.zeros_like(f) for f in feats]
+        shuffled = [permute_slices(f, g, temporal_permutation(int(g[0]), self._perm_rng), merge)
+                    for f, g in zip(feats, videos["video_grid_thw"])]
+        both = {k: torch.cat([v, v]) for k, v in videos.items()}
+        perturbed, _ = decoder_logps(model, torch.cat([ids, ids]), torch.cat([mask, mask]), n,
+                                          zeroed + shuffled, both)
+        visual, temporal = perturbed.chunk(2)
+        return {"V": logprob_shift(full, visual), "T": logprob_shift(full, temporal), "E": entropy}
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
-        key = self.key_token_mask(output)
+        valid = output["completion_mask"].bool()
+        groups = torch.arange(valid.size(0), device=valid.device) // self.num_generations
+        scores = self.attribution_scores(output)
+        key, per_signal = key_token_masks(scores, valid, self.ratio, groups, self.signals)
         mode = "train" if self.model.training else "eval"
-        share = (key.sum() / output["completion_mask"].sum().clamp(min=1)).item()
-        self._metrics[mode]["ktr/key_token_share"].append(share)
+        total = valid.sum().clamp(min=1)
+        self._metrics[mode]["ktr/union_share"].append((key.sum() / total).item())
+        for name, m in per_signal.items():
+            self._metrics[mode][f"ktr/{name}_share"].append((m.sum() / total).item())
         # TRL multiplies `tool_mask` into the loss mask only (attention still sees every token); the KL term is
         # restricted too, as in the authors' code.
+        key = key.to(output["completion_mask"].dtype)
         output["tool_mask"] = key if "tool_mask" not in output else output["tool_mask"] * key
         return output

@@ -7,7 +7,6 @@ rule base_model:
     output:
         directory(f"{OUT}/models/base"),
     params:
-        data_dir=data_dir,
         cfg=cfg("seed", "model", "video"),
     conda:
         "../../envs/train.yaml"

@@ -1,0 +1,73 @@
+"""The DAG itself: lint, target selection, and one end-to-end run of the tiny world through Snakemake's API."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)  # the rules call the `videoktr` CLI of this environment
+ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
+
+
+def snakemake(*args, cwd=ROOT):
+    return subprocess.run([f"{BIN}/snakemake", *args], cwd=cwd, env=ENV, capture_output=True, text=True)
+
+
+def test_lint_reports_nothing():
+    out = snakemake("--lint")
+    assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr, out.stdout
+
+
+def test_table_target_builds_only_its_evaluations():
+    out = snakemake("-n", "--quiet", "rules", "results/tiny/eval/ktr/tiny_temporal/f8.summary.json")
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "evaluate" in text and "train" in text and "table1" not in text
+
+
+def test_config_typo_stops_with_the_key_named():
+    out = snakemake("-n", "all", "--config", "trian={}")
+    assert out.returncode != 0 and "unknown key 'trian'" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    monkeypatch.setenv("PATH", ENV["PATH"])
+    for item in ("Snakefile", "workflow", "config", "envs"):
+        os.symlink(ROOT / item, tmp_path / item)
+    with SnakemakeApi(OutputSettings(quiet=set())) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=2),
+            config_settings=ConfigSettings(configfiles=[ROOT / "config/config.yaml"]),
+            snakefile=tmp_path / "Snakefile",
+            workdir=tmp_path,
+        )
+        workflow.dag(DAGSettings(targets=["all"])).execute_workflow(executor="local")
+    out = tmp_path / "results/tiny"
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    table = pd.read_csv(out / "tables/table1.csv", index_col=0)
+    assert list(table.index) == cfg["eval"]["models"]
+    values = table.to_numpy().ravel()
+    assert ((0 <= values) & (values <= 100)).all() and len(set(values)) > 1
+    # Each cell is the accuracy of the predictions file it came from.
+    f = max(cfg["eval"]["frames"])
+    for model in cfg["eval"]["models"]:
+        for bench in cfg["eval"]["benchmarks"]:
+            rows = [json.loads(x) for x in (out / f"eval/{model}/{bench}/f{f}.jsonl").read_text().splitlines()]
+            assert table.loc[model, f"{bench} ({f}f)"] == pytest.approx(
+                100 * sum(r["correct"] for r in rows) / len(rows), abs=0.051)
+    # The SFT model is clearly above chance on appearance (chance: 1/4 colour, 1/3 shape questions).
+    sft = json.loads((out / f"eval/sft/tiny_appearance/f{f}.summary.json").read_text())
+    assert sft["accuracy"] >= 0.29 + 0.10, sft
+    metrics = json.loads((out / "train/ktr/metrics.json").read_text())
+    assert metrics["global_step"] == cfg["train"]["max_steps"]
+    assert (out / "models/ktr/config.json").exists()
