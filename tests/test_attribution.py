@@ -2,13 +2,17 @@
 
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-from trl.trainer.utils import add_fused_lm_head
 
 from conftest import VIDEO_CFG, records
 from videoktr.attribution import key_token_masks, permute_slices, temporal_permutation, top_fraction_mask
 from videoktr.inputs import encode, load_frames, prompt_text
 from videoktr.sft import sft_target
-from videoktr.trainers import decoder_logps, join_videos, split_videos
+from videoktr.rl import AccuracyReward, format_reward_func, grpo_config, to_dataset
+from videoktr.tiny_model import vision_token_ids
+from videoktr.trainers import KTRSettings, KTRTrainer, split_videos
+
+TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2, "max_completion_length": 8,
+         "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1, "diagnostics_every": 1}
 
 
 def test_top_fraction_selects_r_of_each_group_within_one_token():
@@ -44,49 +48,50 @@ def test_temporal_permutation_is_never_the_identity():
             assert sorted(p.tolist()) == list(range(n)) and p.tolist() != list(range(n))
 
 
-def _setup(world, model_dir):
-    proc = AutoProcessor.from_pretrained(model_dir)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir).eval()
-    rec = records(world)[1]
-    frames = load_frames(rec, world, VIDEO_CFG)
-    text = prompt_text(proc, rec) + sft_target(rec) + "<|im_end|>"
-    n = len(proc.tokenizer(sft_target(rec) + "<|im_end|>")["input_ids"])
-    return proc, model, frames, text, n
-
-
 def _plain_logps(model, batch, n):
     with torch.no_grad():
         logits = model(**batch).logits[:, -n - 1:-1]
-    return logits.log_softmax(-1).gather(-1, batch["input_ids"][:, -n:, None])[..., 0]
+    logp = logits.log_softmax(-1)
+    return logp.gather(-1, batch["input_ids"][:, -n:, None])[..., 0], -(logp.exp() * logp).sum(-1)
 
 
-def test_cheap_counterfactuals_equal_the_direct_reference(world, tiny_model_dir):
-    proc, model, frames, text, n = _setup(world, tiny_model_dir)
-    batch = encode(proc, [text], [frames], VIDEO_CFG["fps"])
-    videos = join_videos(split_videos(batch))
-    fused = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
-    add_fused_lm_head(fused, outputs=("log_probs", "entropy"))
-    with torch.no_grad():
-        feats = fused.model.get_video_features(videos["pixel_values_videos"], videos["video_grid_thw"]).pooler_output
-        full, _ = decoder_logps(fused, batch["input_ids"], batch["attention_mask"], n, feats, videos)
-        zero, _ = decoder_logps(fused, batch["input_ids"], batch["attention_mask"], n,
-                                [torch.zeros_like(f) for f in feats], videos)
-        perm = torch.tensor([3, 0, 7, 1, 2, 6, 5, 4])
-        shuf, _ = decoder_logps(fused, batch["input_ids"], batch["attention_mask"], n,
-                                [permute_slices(feats[0], videos["video_grid_thw"][0], perm, 2)], videos)
-    # full: the plain model on the clip
-    assert torch.allclose(full, _plain_logps(model, batch, n), atol=1e-5)
-    # temporal: the plain model on re-encoded frames, temporal patches (pairs of frames) in the permuted order
-    permuted = frames.reshape(8, 2, *frames.shape[1:])[perm.numpy()].reshape(frames.shape)
-    ref_shuf = _plain_logps(model, encode(proc, [text], [permuted], VIDEO_CFG["fps"]), n)
-    assert torch.allclose(shuf, ref_shuf, atol=1e-5)
-    # visual: the plain model whose vision encoder output is replaced by zeros
-    hook = model.model.visual.register_forward_hook(
+def ktr_trainer(world, model_dir, tmp_path, **settings):
+    proc = AutoProcessor.from_pretrained(model_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir)
+    train = dict(TRAIN, num_generations=2, per_device_batch_size=2)
+    return KTRTrainer(model=model, reward_funcs=[AccuracyReward(), format_reward_func],
+                      args=grpo_config(train, tmp_path, 0, vision_token_ids(model)),
+                      train_dataset=to_dataset(records(world)[:2]), processing_class=proc, data_dir=world,
+                      video_cfg=VIDEO_CFG, ktr=KTRSettings(**settings))
+
+
+def test_trainer_scores_equal_the_direct_reference(world, tiny_model_dir, tmp_path):
+    """Zeroed features / re-encoded shuffled frames through the plain model give the trainer's scores to 1e-5."""
+    trainer = ktr_trainer(world, tiny_model_dir, tmp_path, chunk=5)
+    proc, plain = trainer.processing_class, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    rec = records(world)[1]
+    frames = load_frames(rec, world, VIDEO_CFG)
+    prompt = prompt_text(proc, rec)
+    completion = sft_target(rec) + "<|im_end|>"
+    batch = encode(proc, [prompt + completion], [frames], VIDEO_CFG["fps"])
+    n = len(proc.tokenizer(completion)["input_ids"])
+    trainer._videos = split_videos(batch)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    output = {"prompt_ids": ids[:, :-n], "prompt_mask": mask[:, :-n], "completion_ids": ids[:, -n:],
+              "completion_mask": mask[:, -n:]}
+    scores = trainer.attribution_scores(output)
+
+    full, entropy = _plain_logps(plain, batch, n)
+    perm = temporal_permutation(8, torch.Generator().manual_seed(0))  # the trainer's first draw
+    shuffled = frames.reshape(8, 2, *frames.shape[1:])[perm.numpy()].reshape(frames.shape)  # pairs = one patch
+    shuf, _ = _plain_logps(plain, encode(proc, [prompt + completion], [shuffled], VIDEO_CFG["fps"]), n)
+    hook = plain.model.visual.register_forward_hook(
         lambda mod, args, out: out.__class__(**{**out, "pooler_output": torch.zeros_like(out.pooler_output)}))
     try:
-        ref_zero = _plain_logps(model, batch, n)
+        zero, _ = _plain_logps(plain, batch, n)
     finally:
         hook.remove()
-    assert torch.allclose(zero, ref_zero, atol=1e-5)
-    # the perturbations do move the log-probs (else the scores would be vacuous)
-    assert (full - zero).abs().max() > 1e-4 and (full - shuf).abs().max() > 1e-6
+    assert torch.allclose(scores["E"], entropy, atol=1e-5)
+    assert torch.allclose(scores["V"], (full - zero).abs(), atol=1e-5)
+    assert torch.allclose(scores["T"], (full - shuf).abs(), atol=1e-5)
+    assert scores["V"].max() > 1e-4 and scores["T"].max() > 1e-6  # the perturbations do move the log-probs

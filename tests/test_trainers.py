@@ -1,5 +1,6 @@
 """The TRL trap: the loss-path log-probs must see the video."""
 
+import pytest
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -11,7 +12,7 @@ from videoktr.tiny_model import vision_token_ids
 from videoktr.trainers import VideoGRPOTrainer, split_videos
 
 TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2, "max_completion_length": 8,
-         "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1}
+         "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1, "diagnostics_every": 1}
 
 
 def test_loss_path_logprobs_change_with_the_video_and_match_the_plain_model(world, tiny_model_dir, tmp_path):
@@ -46,7 +47,79 @@ def test_a_training_step_runs_and_resumes_from_its_checkpoint(world, tiny_model_
     assert first["global_step"] == 2 and first["resumed_from"] is None
     shares = [h["ktr/union_share"] for h in first["log_history"] if "ktr/union_share" in h]
     assert shares and all(0.19 <= s <= 0.61 for s in shares)
+    # token log: every valid completion token of every step, with scores and selections
+    import pandas as pd
+
+    log = pd.read_parquet(tmp_path / "w/token_log")
+    assert sorted(log["step"].unique()) == [0, 1]
+    assert {"score_E", "score_V", "score_T", "selected_E", "selected_V", "selected_T", "key", "token_str"} <= set(log)
+    assert (log["key"] == (log["selected_E"] | log["selected_V"] | log["selected_T"])).all()
+    grads = pd.read_csv(tmp_path / "w/gradients.csv")
+    assert list(grads["step"]) == [0, 1]  # every step (diagnostics_every=1); a random model's rewards tie, so the
+    assert (grads.filter(like="grad_norm") >= 0).all().all()  # gradients may be zero here; the demo logs real ones
+    assert grads["cos_selected_full"].between(-1, 1).all()
     run["train"]["max_steps"] = 3  # a rerun continues from the newest checkpoint
     again = train_run("ktr", run, tiny_model_dir, recs, world, tmp_path / "w", tmp_path / "out2",
                       video_cfg=VIDEO_CFG, seed=0)
     assert again["resumed_from"].endswith("checkpoint-2") and again["global_step"] == 3
+
+
+def _ktr(world, model_dir, tmp_path, **settings):
+    from videoktr.trainers import KTRSettings, KTRTrainer
+
+    proc = AutoProcessor.from_pretrained(model_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir)
+    trainer = KTRTrainer(model=model, reward_funcs=[AccuracyReward(), format_reward_func],
+                         args=grpo_config(dict(TRAIN, per_device_batch_size=4), tmp_path, 0, vision_token_ids(model)),
+                         train_dataset=to_dataset(records(world)[:2]), processing_class=proc, data_dir=world,
+                         video_cfg=VIDEO_CFG, ktr=KTRSettings(**settings))
+    trainer.current_gradient_accumulation_steps = 1  # set by train(); these tests call the loss directly
+    return trainer
+
+
+def _rows(world, trainer, n_prompts=2):
+    rows = list(trainer.train_dataset.select(range(n_prompts)))
+    return [r for r in rows for _ in range(trainer.num_generations)]
+
+
+def test_all_ones_mask_gives_exactly_the_video_grpo_loss(world, tiny_model_dir, tmp_path):
+    trainer = _ktr(world, tiny_model_dir, tmp_path, ratio=1.0)
+    trainer.model.train()
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions(_rows(world, trainer))
+    assert torch.equal(out["tool_mask"], out["completion_mask"])
+    ktr_loss = trainer._compute_loss(trainer.model, out)
+    plain = {k: v for k, v in out.items() if k not in ("tool_mask", "key_mask")}
+    grpo_loss = VideoGRPOTrainer._compute_loss(trainer, trainer.model, plain)
+    assert torch.equal(ktr_loss, grpo_loss)
+
+
+@pytest.mark.parametrize("settings", [
+    {}, {"scope": "sequence"}, {"scope": "batch"}, {"signals": ("V",)}, {"signals": ("E", "T")},
+    {"distance": "js"}, {"distance": "hellinger"}, {"visual_perturbation": "zero_half"},
+    {"visual_perturbation": "other_clip"}, {"temporal_perturbation": "reverse"},
+    {"temporal_perturbation": "segment_shuffle"}, {"signed": True}, {"visual_mode": "drop_attention"},
+])
+def test_every_knob_selects_r_per_signal_and_masks_the_loss(world, tiny_model_dir, tmp_path, settings):
+    trainer = _ktr(world, tiny_model_dir, tmp_path, **settings)
+    trainer.model.train()
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions(_rows(world, trainer))
+    valid, key = out["completion_mask"].bool(), out["tool_mask"].bool()
+    assert not (key & ~valid).any() and key.any()
+    log = trainer._metrics["train"]
+    for s in trainer.ktr.signals:
+        # per group of G rollouts: round(r * n) tokens, so the batch share is r within one token per group
+        assert abs(log[f"ktr/{s}_share"][-1] * valid.sum().item() - 0.2 * valid.sum().item()) <= 2
+    assert log["ktr/union_share"][-1] == pytest.approx(key.sum().item() / valid.sum().item())
+    assert torch.isfinite(trainer._compute_loss(trainer.model, out))
+
+
+@pytest.mark.parametrize("weighting", ["softmax", "sigmoid", "linear", "exponential"])
+def test_soft_weights_scale_advantages_with_mean_one(world, tiny_model_dir, tmp_path, weighting):
+    trainer = _ktr(world, tiny_model_dir, tmp_path, weighting=weighting)
+    trainer.model.train()
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions(_rows(world, trainer))
+    assert out["advantages"].dim() == 2 and "tool_mask" not in out
+    assert torch.isfinite(trainer._compute_loss(trainer.model, out))

@@ -1,10 +1,12 @@
 """Key-token attribution (Video-KTR, Eq. 2) as pure tensor functions.
 
 Scores per completion token:
-- visual:   |log p(y_t | full) - log p(y_t | video features zeroed)|
-- temporal: |log p(y_t | full) - log p(y_t | temporal patches permuted)|
+- visual:   |log p(y_t | full) - log p(y_t | video perturbed)|   (default perturbation: features zeroed)
+- temporal: |log p(y_t | full) - log p(y_t | temporal patches reordered)|   (default: random shuffle)
 - entropy:  H_t of the policy's next-token distribution over the full vocabulary.
-Each enabled signal selects its top r% of valid tokens per group; the key-token mask is their union.
+Each enabled signal selects its top r% of valid tokens within a scope (group, sequence or global batch); the
+key-token mask is their union. Ablations swap the log-prob difference for a distance between full next-token
+distributions, or the binary mask for soft weights.
 """
 
 from __future__ import annotations
@@ -13,10 +15,34 @@ import math
 
 import torch
 
+DISTANCES = ("logprob", "l1", "l2", "kl", "js", "cosine", "hellinger")
+WEIGHTINGS = ("binary", "softmax", "sigmoid", "linear", "exponential")
+VISUAL_PERTURBATIONS = ("zero", "zero_half", "other_clip")
+TEMPORAL_PERTURBATIONS = ("shuffle", "reverse", "segment_shuffle")
+
 
 def logprob_shift(full: torch.Tensor, perturbed: torch.Tensor, signed: bool = False) -> torch.Tensor:
     shift = full - perturbed
     return shift if signed else shift.abs()
+
+
+def distribution_distance(logp: torch.Tensor, logq: torch.Tensor, kind: str) -> torch.Tensor:
+    """Distance between next-token distributions given as log-probs [..., V]; reduces the last dimension."""
+    p, q = logp.exp(), logq.exp()
+    if kind == "l1":
+        return (p - q).abs().sum(-1)
+    if kind == "l2":
+        return (p - q).pow(2).sum(-1).sqrt()
+    if kind == "kl":
+        return (p * (logp - logq)).sum(-1)
+    if kind == "js":
+        logm = torch.logaddexp(logp, logq) - math.log(2)
+        return 0.5 * (p * (logp - logm)).sum(-1) + 0.5 * (q * (logq - logm)).sum(-1)
+    if kind == "cosine":
+        return 1 - torch.nn.functional.cosine_similarity(p, q, dim=-1)
+    if kind == "hellinger":
+        return ((p.sqrt() - q.sqrt()).pow(2).sum(-1) / 2).clamp(min=0).sqrt()
+    raise ValueError(f"unknown distance {kind!r}; known: {DISTANCES}")
 
 
 def top_fraction_mask(scores: torch.Tensor, valid: torch.Tensor, ratio: float, groups: torch.Tensor) -> torch.Tensor:
@@ -33,30 +59,86 @@ def top_fraction_mask(scores: torch.Tensor, valid: torch.Tensor, ratio: float, g
         if k == 0:
             continue
         flat = s.masked_fill(~v, float("-inf")).flatten()
-        idx = torch.topk(flat, k, sorted=False).indices
         chosen = torch.zeros_like(flat, dtype=torch.bool)
-        chosen[idx] = True
+        chosen[torch.topk(flat, k, sorted=False).indices] = True
         selected[rows] = chosen.view_as(s)
     return selected
+
+
+def threshold_mask(scores: torch.Tensor, valid: torch.Tensor, ratio: float, all_valid_scores: torch.Tensor):
+    """Global-batch scope: one threshold, the (1 - r) quantile of every rank's valid scores (gathered by caller)."""
+    if all_valid_scores.numel() == 0:
+        return torch.zeros_like(valid, dtype=torch.bool)
+    k = max(1, int(math.floor(ratio * all_valid_scores.numel() + 0.5)))
+    threshold = torch.topk(all_valid_scores.float(), k).values.min()
+    return (scores >= threshold) & valid.bool()
 
 
 def key_token_masks(scores: dict[str, torch.Tensor], valid: torch.Tensor, ratio: float, groups: torch.Tensor,
                     signals=("E", "V", "T")) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The union mask over the enabled signals, and each signal's own selection."""
     per_signal = {s: top_fraction_mask(scores[s], valid, ratio, groups) for s in signals}
-    union = torch.zeros_like(valid, dtype=torch.bool)
+    return union(per_signal, valid), per_signal
+
+
+def union(per_signal: dict[str, torch.Tensor], valid: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros_like(valid, dtype=torch.bool)
     for m in per_signal.values():
-        union |= m
-    return union, per_signal
+        out |= m
+    return out
 
 
-def temporal_permutation(n_slices: int, generator: torch.Generator) -> torch.Tensor:
-    """A random order of the temporal patches that is never the identity (when there are two or more)."""
+def soft_weights(scores: dict[str, torch.Tensor], valid: torch.Tensor, ratio: float, kind: str,
+                 temperature: float = 1.0) -> torch.Tensor:
+    """Soft token weights instead of the binary mask (paper Fig. 7), mean 1 over each sequence's valid tokens.
+
+    Each signal is min-max normalised per sequence and the signals are combined by their maximum (the soft
+    counterpart of the union). sigmoid centres on the sequence's (1 - r) quantile, so about r of the tokens get
+    weight above one half.
+    """
+    v = valid.bool()
+    normed = []
+    for s in scores.values():
+        lo = s.masked_fill(~v, float("inf")).amin(-1, keepdim=True)
+        hi = s.masked_fill(~v, float("-inf")).amax(-1, keepdim=True)
+        normed.append(((s - lo) / (hi - lo).clamp(min=1e-8)).masked_fill(~v, 0))
+    c = torch.stack(normed).amax(0)
+    if kind == "softmax":
+        w = torch.softmax((c / temperature).masked_fill(~v, float("-inf")), -1).nan_to_num(0)
+    elif kind == "sigmoid":
+        q = torch.stack([row[m].quantile(1 - ratio) if m.any() else row.new_tensor(0.0) for row, m in zip(c, v)])
+        w = torch.sigmoid((c - q[:, None]) / (0.1 * temperature))
+    elif kind == "linear":
+        w = c
+    elif kind == "exponential":
+        w = torch.expm1(c / temperature)
+    else:
+        raise ValueError(f"unknown weighting {kind!r}; known: {WEIGHTINGS}")
+    w = w.masked_fill(~v, 0)
+    mean = w.sum(-1, keepdim=True) / v.sum(-1, keepdim=True).clamp(min=1)
+    return w / mean.clamp(min=1e-8)
+
+
+# -- perturbations of precomputed vision features (one clip: [t * h * w / merge^2, D]) ------------------------
+
+def temporal_permutation(n_slices: int, generator: torch.Generator, kind: str = "shuffle") -> torch.Tensor:
+    """A new order of the temporal patches; never the identity when there are two or more."""
+    ident = torch.arange(n_slices)
     if n_slices < 2:
-        return torch.arange(n_slices)
+        return ident
+    if kind == "reverse":
+        return ident.flip(0)
+    if kind == "segment_shuffle":  # keep order inside 2..4 contiguous segments, permute the segments
+        n_seg = min(4, n_slices)
+        bounds = torch.linspace(0, n_slices, n_seg + 1).round().long().tolist()
+        segments = [ident[a:b] for a, b in zip(bounds, bounds[1:])]
+        order = temporal_permutation(n_seg, generator)
+        return torch.cat([segments[i] for i in order])
+    if kind != "shuffle":
+        raise ValueError(f"unknown temporal perturbation {kind!r}; known: {TEMPORAL_PERTURBATIONS}")
     while True:
         perm = torch.randperm(n_slices, generator=generator)
-        if not torch.equal(perm, torch.arange(n_slices)):
+        if not torch.equal(perm, ident):
             return perm
 
 
@@ -67,5 +149,28 @@ def permute_slices(features: torch.Tensor, grid_thw: torch.Tensor, perm: torch.T
     the permuted frames, without a second encoder run.
     """
     t, h, w = grid_thw.tolist()
-    per_slice = h * w // (merge * merge)
-    return features.view(t, per_slice, -1)[perm].reshape(features.shape)
+    return features.view(t, h * w // (merge * merge), -1)[perm].reshape(features.shape)
+
+
+def visual_perturbation(features: list[torch.Tensor], kind: str, generator: torch.Generator,
+                        group_size: int) -> list[torch.Tensor]:
+    """Perturbed features per clip: all zero, a random half of the video tokens zero, or another group's clip."""
+    if kind == "zero":
+        return [torch.zeros_like(f) for f in features]
+    if kind == "zero_half":
+        out = []
+        for f in features:
+            drop = torch.randperm(f.size(0), generator=generator)[: f.size(0) // 2]
+            g = f.clone()
+            g[drop] = 0
+            out.append(g)
+        return out
+    if kind == "other_clip":  # the clip of the next prompt group (rollouts of one group share their clip)
+        n = len(features)
+        if n <= group_size:
+            raise ValueError("visual_perturbation 'other_clip' needs at least two prompt groups per device batch")
+        donors = [features[(i + group_size) % n] for i in range(n)]
+        if any(d.shape != f.shape for d, f in zip(donors, features)):
+            raise ValueError("visual_perturbation 'other_clip' needs clips with the same number of video tokens")
+        return donors
+    raise ValueError(f"unknown visual perturbation {kind!r}; known: {VISUAL_PERTURBATIONS}")

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig
 
 from videoktr.inputs import conversation
 from videoktr.rewards import format_reward, score
 from videoktr.tiny_model import vision_token_ids
-from videoktr.trainers import KTRTrainer, VideoGRPOTrainer
+from videoktr.trainers import KTRSettings, KTRTrainer, VideoGRPOTrainer
+
+KTR_KEYS = ("ratio", "scope", "weighting", "distance", "visual_perturbation", "temporal_perturbation", "signed",
+            "visual_mode", "mask_kl")
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,20 @@ def format_reward_func(prompts, completions, **kwargs) -> list[float]:
 format_reward_func.__name__ = "format"
 
 
+class GradientLogCallback(TrainerCallback):
+    """Appends the KTR trainer's gradient diagnostics (selected vs residual tokens) to a CSV at each log."""
+
+    def __init__(self, trainer, path: Path):
+        self.trainer, self.path = trainer, Path(path)
+
+    def on_log(self, args, state, control, **kwargs):
+        import pandas as pd
+
+        rows, self.trainer.gradient_rows = self.trainer.gradient_rows, []
+        if rows:
+            pd.DataFrame(rows).to_csv(self.path, mode="a", header=not self.path.exists(), index=False)
+
+
 def to_dataset(records: list[dict]) -> Dataset:
     return Dataset.from_list([
         {"prompt": conversation(r), "path": r["path"], "solution": r["solution"],
@@ -54,7 +71,7 @@ def to_dataset(records: list[dict]) -> Dataset:
     ])
 
 
-def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int]) -> GRPOConfig:
+def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run_name: str = "") -> GRPOConfig:
     return GRPOConfig(
         output_dir=str(Path(work_dir) / "checkpoints"),
         learning_rate=train["lr"],
@@ -71,6 +88,7 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int]) -> 
         logging_steps=train["logging_steps"],
         generation_kwargs={"suppress_tokens": suppress},
         report_to=[],
+        run_name=run_name,
         use_cpu=True,
         seed=seed,
         data_seed=seed,
@@ -85,13 +103,16 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
     work_dir.mkdir(parents=True, exist_ok=True)
     processor = AutoProcessor.from_pretrained(model_dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
-    args = grpo_config(run["train"], work_dir, seed, vision_token_ids(model))
+    args = grpo_config(run["train"], work_dir, seed, vision_token_ids(model), run_name=name)
     accuracy = AccuracyReward()
     common = dict(model=model, reward_funcs=[accuracy, format_reward_func], args=args,
                   train_dataset=to_dataset(records), processing_class=processor, data_dir=data_dir,
                   video_cfg=video_cfg)
     if run["method"] == "ktr":
-        trainer = KTRTrainer(**common, ratio=run["ratio"], signals=run["signals"])
+        settings = KTRSettings(**{k: run[k] for k in KTR_KEYS if k in run}, signals=tuple(run["signals"]))
+        trainer = KTRTrainer(**common, ktr=settings, token_log_dir=work_dir / "token_log",
+                             diagnostics_every=run["train"]["diagnostics_every"])
+        trainer.add_callback(GradientLogCallback(trainer, work_dir / "gradients.csv"))
     else:
         trainer = VideoGRPOTrainer(**common)
     # Checkpoints live outside the rule's outputs: a rerun after a kill resumes from the newest one.

@@ -13,6 +13,7 @@ log-prob forward, so a naive video GRPO trains text-only. `VideoGRPOTrainer` fix
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +21,17 @@ from trl import GRPOTrainer
 
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from videoktr.attribution import key_token_masks, logprob_shift, permute_slices, temporal_permutation
+from videoktr.attribution import (
+    distribution_distance,
+    key_token_masks,
+    logprob_shift,
+    permute_slices,
+    soft_weights,
+    temporal_permutation,
+    threshold_mask,
+    union,
+    visual_perturbation,
+)
 from videoktr.inputs import encode, load_frames, mm_token_type_ids
 
 log = logging.getLogger(__name__)
@@ -42,20 +53,6 @@ def split_videos(batch) -> list[dict]:
 
 def join_videos(videos: list[dict]) -> dict:
     return {k: torch.cat([v[k] for v in videos]) for k in VIDEO_KEYS}
-
-
-def decoder_logps(model, ids, mask, logits_to_keep, features, videos, entropy=False):
-    """Completion log-probs (and entropies) given precomputed vision features: a decoder-only pass.
-
-    `model` carries TRL's fused LM head, so the vocabulary projection runs in tiles, never as full logits.
-    """
-    labels = ids.masked_fill(mask == 0, -100)
-    labels[:, :-logits_to_keep] = -100
-    out = model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_type_ids(ids, model.config),
-                video_grid_thw=videos["video_grid_thw"], second_per_grid_ts=videos["second_per_grid_ts"],
-                mm_encoder_outputs={"video": BaseModelOutputWithPooling(pooler_output=tuple(features))},
-                labels=labels, fused_lm_head=True)
-    return out.log_probs[:, -logits_to_keep:], (out.entropy[:, -logits_to_keep:] if entropy else None)
 
 
 class VideoGRPOTrainer(GRPOTrainer):
@@ -114,51 +111,208 @@ class VideoGRPOTrainer(GRPOTrainer):
         return super()._compute_loss(model, inputs)
 
 
+@dataclass
+class KTRSettings:
+    """Every Video-KTR knob; the defaults are the paper's method."""
+
+    ratio: float = 0.2  # top r of tokens per signal
+    signals: tuple = ("E", "V", "T")
+    scope: str = "group"  # where the top-r threshold is taken: group | sequence | batch (gathered across ranks)
+    weighting: str = "binary"  # binary mask (paper) or soft weights: softmax | sigmoid | linear | exponential
+    distance: str = "logprob"  # |log-prob difference| (paper) or a distance of full distributions (Fig. 8)
+    visual_perturbation: str = "zero"  # zero | zero_half | other_clip
+    temporal_perturbation: str = "shuffle"  # shuffle | reverse | segment_shuffle
+    signed: bool = False  # the authors' code ranks the signed difference (full - perturbed)
+    visual_mode: str = "zero_features"  # drop_attention: the authors' code removes vision tokens from attention
+    mask_kl: bool = True  # the authors' code restricts the KL term to key tokens too
+    chunk: int = 64  # completion positions per vocabulary projection
+
+
+def completion_scores(model, hidden: torch.Tensor, perturbed: list[torch.Tensor], ids: torch.Tensor, n: int,
+                      cfg: KTRSettings, temperature: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Entropy of the full pass and one shift score per perturbed pass, for the last `n` (completion) tokens.
+
+    The vocabulary projection runs `cfg.chunk` positions at a time: full [B, L, V] logits are never held.
+    """
+    targets = ids[:, -n:, None]
+    entropy, shifts = [], [[] for _ in perturbed]
+    for start in range(0, n, cfg.chunk):
+        sl = slice(-n - 1 + start, -1 if start + cfg.chunk >= n else -n - 1 + start + cfg.chunk)
+        logp = (model.lm_head(hidden[:, sl]) / temperature).log_softmax(-1)
+        entropy.append(-(logp.exp() * logp).sum(-1))
+        tgt = targets[:, start:start + cfg.chunk]
+        for out, h in zip(shifts, perturbed):
+            logq = (model.lm_head(h[:, sl]) / temperature).log_softmax(-1)
+            if cfg.distance == "logprob":
+                out.append(logprob_shift(logp.gather(-1, tgt)[..., 0], logq.gather(-1, tgt)[..., 0], cfg.signed))
+            else:
+                out.append(distribution_distance(logp, logq, cfg.distance))
+    return torch.cat(entropy, 1), [torch.cat(x, 1) for x in shifts]
+
+
 class KTRTrainer(VideoGRPOTrainer):
     """Video-KTR: only key tokens (top r% by visual, temporal or entropy score, united) carry the loss.
 
-    Both counterfactual passes reuse the policy's vision features (no second encoder run) and run as one batched
-    no-grad decoder forward through TRL's fused LM head, so full [B, L, V] logits are never held.
+    Both counterfactual passes reuse the policy's vision features (no second encoder run) and the full pass's
+    M-RoPE positions, and run as one batched no-grad decoder forward.
     """
 
-    def __init__(self, *args, ratio: float = 0.2, signals=("E", "V", "T"), **kwargs):
+    def __init__(self, *args, ktr: KTRSettings | None = None, token_log_dir: Path | None = None,
+                 diagnostics_every: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.ratio, self.signals = ratio, tuple(signals)
+        self.ktr = ktr or KTRSettings()
+        self.token_log_dir = Path(token_log_dir) if token_log_dir else None
+        self.diagnostics_every = diagnostics_every
+        self.gradient_rows: list[dict] = []
         self._perm_rng = torch.Generator().manual_seed(self.args.seed)
 
+    # -- scores -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def attribution_scores(self, output: dict) -> dict[str, torch.Tensor]:
         """Visual, temporal and entropy scores per completion token of the batch in flight."""
-        model = self.accelerator.unwrap_model(self.model)
+        cfg, model = self.ktr, self.accelerator.unwrap_model(self.model)
         ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         n = output["completion_ids"].size(1)
         videos = join_videos(self._videos)
-        feats = model.model.get_video_features(videos["pixel_values_videos"], videos["video_grid_thw"]).pooler_output
-        merge = model.model.visual.spatial_merge_size
-        full, entropy = decoder_logps(model, ids, mask, n, feats, videos, entropy=True)
-        zeroed = [torch.zeros_like(f) for f in feats]
-        shuffled = [permute_slices(f, g, temporal_permutation(int(g[0]), self._perm_rng), merge)
-                    for f, g in zip(feats, videos["video_grid_thw"])]
-        both = {k: torch.cat([v, v]) for k, v in videos.items()}
-        perturbed, _ = decoder_logps(model, torch.cat([ids, ids]), torch.cat([mask, mask]), n,
-                                          zeroed + shuffled, both)
-        visual, temporal = perturbed.chunk(2)
-        return {"V": logprob_shift(full, visual), "T": logprob_shift(full, temporal), "E": entropy}
+        feats = list(model.model.get_video_features(videos["pixel_values_videos"],
+                                                    videos["video_grid_thw"]).pooler_output)
+        positions, _ = model.model.get_rope_index(ids, mm_token_type_ids(ids, model.config),
+                                                  video_grid_thw=videos["video_grid_thw"],
+                                                  second_per_grid_ts=videos["second_per_grid_ts"], attention_mask=mask)
+
+        def hidden(feature_list, attention, pos, vids):
+            return model.model(input_ids=ids.repeat(len(feature_list) // len(feats), 1), attention_mask=attention,
+                               position_ids=pos, mm_token_type_ids=mm_token_type_ids(ids, model.config),
+                               video_grid_thw=vids["video_grid_thw"], second_per_grid_ts=vids["second_per_grid_ts"],
+                               mm_encoder_outputs={"video": BaseModelOutputWithPooling(pooler_output=tuple(feature_list))}
+                               ).last_hidden_state
+
+        full = hidden(feats, mask, positions, videos)
+        variants, masks = [], []
+        if "V" in cfg.signals:
+            if cfg.visual_mode == "drop_attention":
+                variants.append(feats)
+                masks.append(mask.masked_fill(ids == model.config.video_token_id, 0))
+            else:
+                variants.append(visual_perturbation(feats, cfg.visual_perturbation, self._perm_rng,
+                                                    self.num_generations))
+                masks.append(mask)
+        if "T" in cfg.signals:
+            merge = model.model.visual.spatial_merge_size
+            variants.append([permute_slices(f, g, temporal_permutation(int(g[0]), self._perm_rng,
+                                                                       cfg.temporal_perturbation), merge)
+                             for f, g in zip(feats, videos["video_grid_thw"])])
+            masks.append(mask)
+        perturbed = []
+        if variants:  # every counterfactual in one batched decoder forward
+            k = len(variants)
+            h = hidden([f for v in variants for f in v], torch.cat(masks), positions.repeat(1, k, 1),
+                       {key: val.repeat(k, *[1] * (val.dim() - 1)) for key, val in videos.items()})
+            perturbed = list(h.chunk(k))
+        entropy, shifts = completion_scores(model, full, perturbed, ids, n, cfg, self.temperature)
+        scores = {"E": entropy}
+        names = [s for s in ("V", "T") if s in cfg.signals]
+        scores.update(zip(names, shifts))
+        return scores
+
+    # -- selection --------------------------------------------------------------------------------------------
+    def select(self, scores: dict, valid: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        cfg = self.ktr
+        if cfg.scope == "batch":
+            per_signal = {}
+            for name in cfg.signals:
+                local = scores[name][valid].float()
+                padded = self.accelerator.pad_across_processes(local, dim=0, pad_index=float("nan"))
+                everything = self.accelerator.gather(padded)
+                per_signal[name] = threshold_mask(scores[name], valid, cfg.ratio, everything[~everything.isnan()])
+            return union(per_signal, valid), per_signal
+        rows = torch.arange(valid.size(0), device=valid.device)
+        groups = rows // self.num_generations if cfg.scope == "group" else rows
+        return key_token_masks({k: scores[k] for k in cfg.signals}, valid, cfg.ratio, groups, cfg.signals)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
+        cfg = self.ktr
         valid = output["completion_mask"].bool()
-        groups = torch.arange(valid.size(0), device=valid.device) // self.num_generations
         scores = self.attribution_scores(output)
-        key, per_signal = key_token_masks(scores, valid, self.ratio, groups, self.signals)
+        key, per_signal = self.select(scores, valid)
         mode = "train" if self.model.training else "eval"
         total = valid.sum().clamp(min=1)
         self._metrics[mode]["ktr/union_share"].append((key.sum() / total).item())
         for name, m in per_signal.items():
             self._metrics[mode][f"ktr/{name}_share"].append((m.sum() / total).item())
-        # TRL multiplies `tool_mask` into the loss mask only (attention still sees every token); the KL term is
-        # restricted too, as in the authors' code.
+        if self.token_log_dir is not None and mode == "train":
+            self.write_token_log(inputs, output, scores, per_signal, key)
+        if cfg.weighting != "binary":  # soft weights scale each token's advantage; every valid token stays in
+            w = soft_weights({k: scores[k] for k in cfg.signals}, valid, cfg.ratio, cfg.weighting)
+            adv = output["advantages"]
+            output["advantages"] = (adv[:, None] if adv.dim() == 1 else adv) * w
+            return output
         key = key.to(output["completion_mask"].dtype)
-        output["tool_mask"] = key if "tool_mask" not in output else output["tool_mask"] * key
+        if cfg.mask_kl:
+            # TRL multiplies `tool_mask` into the loss mask only (attention still sees every token), so policy
+            # and KL terms both cover key tokens, as in the authors' code.
+            output["tool_mask"] = key if "tool_mask" not in output else output["tool_mask"] * key
+        else:  # policy term on key tokens only, KL on every token: zero the advantage elsewhere
+            adv = output["advantages"]
+            output["advantages"] = (adv[:, None] if adv.dim() == 1 else adv) * key
+        output["key_mask"] = key
         return output
+
+    # -- token log --------------------------------------------------------------------------------------------
+    def write_token_log(self, inputs, output, scores, per_signal, key) -> None:
+        """One Parquet part per step: every completion token with its scores and selections."""
+        import pandas as pd
+
+        valid = output["completion_mask"].bool()
+        ids = output["completion_ids"]
+        b, t = torch.nonzero(valid, as_tuple=True)
+        tok = self.processing_class.tokenizer
+        step = self.state.global_step
+        frame = pd.DataFrame({
+            "run": self.args.run_name or "",
+            "step": step,
+            "sample_id": [f"{inputs[i]['problem_id']}#{i % self.num_generations}" for i in b.tolist()],
+            "problem_id": [str(inputs[i]["problem_id"]) for i in b.tolist()],
+            "position": t.tolist(),
+            "token_id": ids[b, t].tolist(),
+            "token_text": tok.convert_ids_to_tokens(ids[b, t].tolist()),
+            "token_str": [tok.decode([i]) for i in ids[b, t].tolist()],
+            **{f"score_{k}": scores[k][b, t].float().cpu().numpy() for k in scores},
+            **{f"selected_{k}": per_signal[k][b, t].cpu().numpy() for k in per_signal},
+            "key": key[b, t].cpu().numpy(),
+            "advantage": output["advantages"][b].float().cpu().numpy() if output["advantages"].dim() == 1 else
+            output["advantages"][b, t].float().cpu().numpy(),
+        })
+        self.token_log_dir.mkdir(parents=True, exist_ok=True)
+        rank = self.accelerator.process_index
+        frame.to_parquet(self.token_log_dir / f"step-{step:06d}-rank{rank}.parquet", index=False)
+
+    # -- gradient diagnostics (paper appendix B.1) ------------------------------------------------------------
+    def _compute_loss(self, model, inputs):
+        if self.diagnostics_every and model.training and "key_mask" in inputs and \
+                self.state.global_step % self.diagnostics_every == 0:
+            self.gradient_rows.append(self.gradient_diagnostics(model, inputs))
+        return super()._compute_loss(model, inputs)
+
+    def gradient_diagnostics(self, model, inputs) -> dict:
+        """Final-layer gradients of the selected-token and residual-token losses vs the all-token loss."""
+        params = [p for p in self.accelerator.unwrap_model(model).model.language_model.layers[-1].parameters()
+                  if p.requires_grad]
+        valid = inputs["completion_mask"]
+        grads, losses = {}, {}
+        for name, m in {"full": valid, "selected": inputs["key_mask"], "residual": valid * (1 - inputs["key_mask"])}.items():
+            loss = VideoGRPOTrainer._compute_loss(self, model, {**inputs, "tool_mask": m})
+            losses[name] = loss.item()
+            grads[name] = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, allow_unused=False)])
+        cos = torch.nn.functional.cosine_similarity
+        per_seq = (inputs["advantages"] if inputs["advantages"].dim() == 1 else inputs["advantages"].mean(-1))
+        return {
+            "step": self.state.global_step,
+            **{f"loss_{k}": v for k, v in losses.items()},
+            **{f"grad_norm_{k}": g.norm().item() for k, g in grads.items()},
+            "cos_selected_full": cos(grads["selected"], grads["full"], dim=0).item(),
+            "cos_residual_full": cos(grads["residual"], grads["full"], dim=0).item(),
+            "advantage_variance": per_seq.float().var().item() if per_seq.numel() > 1 else 0.0,
+        }
