@@ -19,9 +19,11 @@ include: "workflow/rules/sft.smk"
 include: "workflow/rules/filter.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         rules.table1.output,
+        rules.attribution_semantics.output if "ktr" in config["runs"] else [],

@@ -18,7 +18,7 @@ w min(r A, clip(r) A): the weight scales each token's clipped policy term and no
 
 Differences from the TW-GRPO authors' code (kept out on purpose, switchable where cheap):
 - there, one weight vector per group (the divergence averaged over the G rollouts, `scope="group"` here);
-  the paper text and our brief weight each rollout (`scope="rollout"`, the default);
+  DESIGN.md reads "each rollout's distribution ... normalised over positions": `scope="rollout"`, the default;
 - there, "KL" is sum_v (m/p - log(m/p) - 1) with m the mean of log-probs, and padded positions take a uniform
   distribution; here it is the true KL of p_i from the mean distribution, over the rollouts valid at t;
 - there, the weight also multiplies the KL-to-reference term.
@@ -90,6 +90,8 @@ class TGRPOTrainer(VideoGRPOTrainer):
     2 * (G // 2) (so exactly G // 2 per group whichever process holds them), their accuracies are gathered like TRL
     gathers the rewards, and each group's shuffle order is drawn from (seed, step, global group index), so no
     process needs to talk to another to agree on it. Training only: eval batches get no bonus (and no extra rollouts).
+    The shuffled rollouts are scored by the run's own accuracy reward, so a counting reward (rl.AccuracyReward's
+    seen / unparseable) counts them too.
     """
 
     def __init__(self, *args, mu: float = 0.8, alpha: float = 0.3, correct_threshold: float = 0.1,
@@ -152,8 +154,10 @@ class TGRPOTrainer(VideoGRPOTrainer):
         # same unwrapping and EOS truncation as the ordered rollouts.
         completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, 1)
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
-        completions = ([[{"role": "assistant", "content": t}] for t in texts] if is_conversational({"prompt": prompts[0]})
-                       else texts)
+        if is_conversational({"prompt": prompts[0]}):
+            completions = [[{"role": "assistant", "content": t}] for t in texts]
+        else:
+            completions = texts
         keys = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")]
         kwargs = {k: [r[k] for r in rows] for k in keys}
         scores = self.reward_funcs[self.accuracy_index](prompts=prompts, completions=completions,
@@ -229,14 +233,15 @@ def twgrpo_weights(logprobs: torch.Tensor | Callable[[slice], torch.Tensor], mas
 
 def completion_log_softmax(model, ids: torch.Tensor, mask: torch.Tensor, n: int, videos: dict,
                            temperature: float = 1.0, chunk: int = 64) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Full-vocabulary next-token log-probs over the last `n` (completion) tokens, chunk by chunk: (positions, [b, c, V]).
+    """Full-vocabulary next-token log-probs of the last `n` (completion) tokens, by chunk: (positions, [b, c, V]).
 
     The backbone runs once with the video (as every TRL log-prob forward of VideoGRPOTrainer does); the LM head and
     log-softmax run `chunk` positions at a time, so [b, n, V] is never held. Logits are divided by the sampling
     temperature, as TRL's fused head does for the policy's log-probs.
     """
-    hidden = model.base_model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_type_ids(ids, model.config),
-                              use_cache=False, **videos).last_hidden_state[:, -n - 1:-1]
+    out = model.base_model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_type_ids(ids, model.config),
+                           use_cache=False, **videos)
+    hidden = out.last_hidden_state[:, -n - 1:-1]  # position i predicts token i + 1
     head = model.get_output_embeddings()
     for s in range(0, n, chunk):
         logits = head(hidden[:, s:s + chunk].to(head.weight.dtype)).float() / temperature

@@ -114,6 +114,14 @@ def cmd_table1(a, cfg):
                 "Table 1: accuracy (%) per method, benchmark and frame count")
 
 
+def cmd_semantics(a, cfg):
+    from videoktr.analysis import attribution_semantics, read_token_log
+
+    result = attribution_semantics(read_token_log(a.token_log))
+    log.info("attribution semantics: %s", json.dumps(result["signals"]))
+    _write_json(a.out, result)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="videoktr", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -135,6 +143,7 @@ def parser() -> argparse.ArgumentParser:
     add("train", cmd_train, "name", "model", "records", "data_dir", "work_dir", "out", "metrics")
     add("evaluate", cmd_evaluate, "model", "name", "benchmark", "records", "data_dir", "frames", "predictions", "out")
     add("table1", cmd_table1, "summaries", "csv", "md")
+    add("semantics", cmd_semantics, "token_log", "out")
     return p
 
 

@@ -12,6 +12,7 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Trai
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig
 
+from videoktr.baselines import TGRPOTrainer, TWGRPOTrainer
 from videoktr.inputs import conversation
 from videoktr.rewards import format_reward, score
 from videoktr.tiny_model import vision_token_ids
@@ -113,6 +114,10 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         trainer = KTRTrainer(**common, ktr=settings, token_log_dir=work_dir / "token_log",
                              diagnostics_every=run["train"]["diagnostics_every"])
         trainer.add_callback(GradientLogCallback(trainer, work_dir / "gradients.csv"))
+    elif run["method"] == "tgrpo":
+        trainer = TGRPOTrainer(**common, mu=run["tgrpo_mu"], alpha=run["tgrpo_alpha"])
+    elif run["method"] == "twgrpo":
+        trainer = TWGRPOTrainer(**common, alpha=run["twgrpo_alpha"])
     else:
         trainer = VideoGRPOTrainer(**common)
     # Checkpoints live outside the rule's outputs: a rerun after a kill resumes from the newest one.

@@ -111,6 +111,14 @@ class VideoGRPOTrainer(GRPOTrainer):
         return super()._compute_loss(model, inputs)
 
 
+def global_batch_mask(accelerator, scores: torch.Tensor, valid: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Top r of the valid tokens of the whole global batch: one threshold over every rank's scores."""
+    local = scores[valid.bool()].float()
+    padded = accelerator.pad_across_processes(local, dim=0, pad_index=float("nan"))
+    everything = accelerator.gather(padded)
+    return threshold_mask(scores, valid, ratio, everything[~everything.isnan()])
+
+
 @dataclass
 class KTRSettings:
     """Every Video-KTR knob; the defaults are the paper's method."""
@@ -220,12 +228,8 @@ class KTRTrainer(VideoGRPOTrainer):
     def select(self, scores: dict, valid: torch.Tensor) -> tuple[torch.Tensor, dict]:
         cfg = self.ktr
         if cfg.scope == "batch":
-            per_signal = {}
-            for name in cfg.signals:
-                local = scores[name][valid].float()
-                padded = self.accelerator.pad_across_processes(local, dim=0, pad_index=float("nan"))
-                everything = self.accelerator.gather(padded)
-                per_signal[name] = threshold_mask(scores[name], valid, cfg.ratio, everything[~everything.isnan()])
+            per_signal = {name: global_batch_mask(self.accelerator, scores[name], valid, cfg.ratio)
+                          for name in cfg.signals}
             return union(per_signal, valid), per_signal
         rows = torch.arange(valid.size(0), device=valid.device)
         groups = rows // self.num_generations if cfg.scope == "group" else rows
