@@ -44,16 +44,20 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", ENV["PATH"])
     for item in ("Snakefile", "workflow", "config", "envs"):
         os.symlink(ROOT / item, tmp_path / item)
+    # The default tiny world, with two RL runs and two frame counts to keep the suite short.
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg["runs"] = {k: cfg["runs"][k] for k in ("grpo", "ktr")}
+    cfg["eval"].update(models=["sft", "grpo", "ktr"], frames=[8, 16])
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(cfg))
     with SnakemakeApi(OutputSettings(quiet=set())) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=2),
-            config_settings=ConfigSettings(configfiles=[ROOT / "config/config.yaml"]),
+            config_settings=ConfigSettings(configfiles=[tmp_path / "test.yaml"], replace_workflow_config=True),
             snakefile=tmp_path / "Snakefile",
             workdir=tmp_path,
         )
         workflow.dag(DAGSettings(targets=["all"])).execute_workflow(executor="local")
     out = tmp_path / "results/tiny"
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     table = pd.read_csv(out / "tables/table1.csv", index_col=0)
     assert list(table.index) == cfg["eval"]["models"]
     values = table.to_numpy().ravel()
@@ -71,3 +75,6 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     metrics = json.loads((out / "train/ktr/metrics.json").read_text())
     assert metrics["global_step"] == cfg["train"]["max_steps"]
     assert (out / "models/ktr/config.json").exists()
+    assert 0.19 <= metrics["log_history"][0]["ktr/union_share"] <= 0.61
+    semantics = json.loads((out / "analysis/attribution_semantics.json").read_text())
+    assert set(semantics["signals"]) == {"E", "V", "T"} and semantics["tokens"] > 0

@@ -375,6 +375,8 @@ def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_c
         source = Path(model_dir)
         if model_size:
             model_dir = resize_model(source, work / "model", model_size, seed)
+        model_info = {"dir": str(source), **({"rebuilt_random_init": model_size} if model_size else {}),
+                      **describe_model(model_dir)}
         results = []
         for frames, length in configurations(frames_list, completion_lengths):
             cfg_video = {**video_cfg, "train_frames": frames}
@@ -401,8 +403,7 @@ def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_c
         "what": "Video-KTR step vs vanilla GRPO step, same initial weights, seeds and batches",
         "targets": TARGETS,
         "paper": {**PAPER, "note": "the paper's reported numbers (Video-KTR vs GRPO), not ours"},
-        "model": {"dir": str(source), **({"rebuilt_random_init": model_size} if model_size else {}),
-                  **describe_model(model_dir)},
+        "model": model_info,
         "settings": {"steps": steps, "timed_steps": steps - 1, "warmup_steps": 1, "seed": seed,
                      "frames_list": frames_list, "completion_lengths": completion_lengths,
                      "configurations": "frames sweep at the first completion length + length sweep at the first "
