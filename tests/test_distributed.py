@@ -29,3 +29,25 @@ def test_global_batch_threshold_of_two_ranks_equals_one_process(tmp_path):
     one = global_batch_mask(Accelerator(cpu=True), scores, valid, 0.2)
     assert torch.equal(two, one)
     assert abs(one.sum().item() - 0.2 * valid.sum().item()) <= 1
+
+
+def test_two_process_ktr_training_finishes(world, tiny_model_dir, tmp_path):
+    import json
+
+    run = {"method": "ktr", "ratio": 0.2, "signals": ["E", "V", "T"], "scope": "batch",
+           "train": {"lr": 1e-4, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2,
+                     "max_completion_length": 6, "temperature": 1.0, "epochs": 1, "max_steps": 2, "loss_type": "grpo",
+                     "save_steps": 2, "logging_steps": 1, "diagnostics_every": 0}}
+    cfg = {"seed": 0, "run": run, "video": {"fps": 8, "train_frames": 16, "backend": "auto"}}
+    out = torchrun("-m", "videoktr.cli", "train", "--cfg", json.dumps(cfg), "--name", "ktr2",
+                   "--model", str(tiny_model_dir), "--records", str(world / "train.json"), "--data-dir", str(world),
+                   "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "m"), "--metrics",
+                   str(tmp_path / "metrics.json"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["global_step"] == 2
+    assert (tmp_path / "m/config.json").exists()
+    # each rank wrote its own token-log part for each step
+    parts = sorted(p.name for p in (tmp_path / "w/token_log").iterdir())
+    assert parts == ["step-000000-rank0.parquet", "step-000000-rank1.parquet",
+                     "step-000001-rank0.parquet", "step-000001-rank1.parquet"]

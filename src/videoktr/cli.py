@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def cmd_train(a, cfg):
 
     metrics = train_run(a.name, cfg["run"], a.model, load_json_records(a.records), a.data_dir, a.work_dir, a.out,
                         video_cfg=cfg["video"], seed=cfg["seed"])
-    _write_json(a.metrics, metrics)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one writer
+        _write_json(a.metrics, metrics)
 
 
 def cmd_evaluate(a, cfg):

@@ -90,7 +90,8 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run
         generation_kwargs={"suppress_tokens": suppress},
         report_to=[],
         run_name=run_name,
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend=None if torch.cuda.is_available() else "gloo",  # multi-process on CPU
         seed=seed,
         data_seed=seed,
         remove_unused_columns=False,
@@ -126,7 +127,8 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         log.info("resuming %s from %s", name, last)
     result = trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out_dir))
-    processor.save_pretrained(out_dir)
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(out_dir)
     metrics = {
         "run": name, "method": run["method"], "global_step": trainer.state.global_step,
         "train_loss": result.training_loss, "resumed_from": last,
