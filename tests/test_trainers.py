@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, TrainerCallback
 
 from conftest import VIDEO_CFG, records
 from videoktr.inputs import encode, load_frames, prompt_text
@@ -37,31 +37,49 @@ def test_loss_path_logprobs_change_with_the_video_and_match_the_plain_model(worl
     assert (logps[0] - logps[1]).abs().max() > 1e-4  # another clip, other log-probs: the video is in the loss
 
 
-def test_a_training_step_runs_and_resumes_from_its_checkpoint(world, tiny_model_dir, tmp_path):
+class Killed(Exception):
+    pass
+
+
+class KillAfterSave(TrainerCallback):
+    """Stands in for a preemption right after the checkpoint of `step` was written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_a_changed_config_starts_afresh(world, tiny_model_dir, tmp_path):
     from videoktr.rl import train_run
 
-    run = {"method": "ktr", "ratio": 0.2, "signals": ["E", "V", "T"], "train": dict(TRAIN, max_steps=2)}
+    run = {"method": "ktr", "ratio": 0.2, "signals": ["E", "V", "T"], "train": dict(TRAIN, max_steps=3)}
     recs = records(world)[:4]
+    with pytest.raises(Killed):
+        train_run("ktr", run, tiny_model_dir, recs, world, tmp_path / "w", tmp_path / "out", video_cfg=VIDEO_CFG,
+                  seed=0, callbacks=[KillAfterSave(2)])
     first = train_run("ktr", run, tiny_model_dir, recs, world, tmp_path / "w", tmp_path / "out",
                       video_cfg=VIDEO_CFG, seed=0)
-    assert first["global_step"] == 2 and first["resumed_from"] is None
+    assert first["resumed_from"].endswith("checkpoint-2") and first["global_step"] == 3
     shares = [h["ktr/union_share"] for h in first["log_history"] if "ktr/union_share" in h]
     assert shares and all(0.19 <= s <= 0.61 for s in shares)
     # token log: every valid completion token of every step, with scores and selections
     import pandas as pd
 
     log = pd.read_parquet(tmp_path / "w/token_log")
-    assert sorted(log["step"].unique()) == [0, 1]
+    assert sorted(log["step"].unique()) == [0, 1, 2]
     assert {"score_E", "score_V", "score_T", "selected_E", "selected_V", "selected_T", "key", "token_str"} <= set(log)
     assert (log["key"] == (log["selected_E"] | log["selected_V"] | log["selected_T"])).all()
     grads = pd.read_csv(tmp_path / "w/gradients.csv")
-    assert list(grads["step"]) == [0, 1]  # every step (diagnostics_every=1); a random model's rewards tie, so the
+    assert list(grads["step"]) == [0, 1, 2]  # every step, none twice after the resume (diagnostics_every=1); a random model's rewards tie, so the
     assert (grads.filter(like="grad_norm") >= 0).all().all()  # gradients may be zero here; the demo logs real ones
     assert grads["cos_selected_full"].between(-1, 1).all()
-    run["train"]["max_steps"] = 3  # a rerun continues from the newest checkpoint
+    run["train"]["lr"] = 2e-3  # another config: the old checkpoints are not resumed
     again = train_run("ktr", run, tiny_model_dir, recs, world, tmp_path / "w", tmp_path / "out2",
                       video_cfg=VIDEO_CFG, seed=0)
-    assert again["resumed_from"].endswith("checkpoint-2") and again["global_step"] == 3
+    assert again["resumed_from"] is None and again["global_step"] == 3
 
 
 def _ktr(world, model_dir, tmp_path, **settings):

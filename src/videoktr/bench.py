@@ -12,9 +12,14 @@ the same initial weights (reloaded from disk for each), the same seed and the sa
 - clips with fewer than F frames are resampled (each frame repeated, nearest neighbour) into F-frame MP4s written
   with `videoktr.world.write_mp4`, so between configurations only the frame count changes, never the questions.
 
-Time. Wall clock (`time.perf_counter`) from `on_step_begin` to `on_step_end` of the HF Trainer loop: generation,
-rewards, reference log-probs, (KTR) attribution, loss forward, backward, clipping and the optimizer step. Both methods
-run in this one process, GRPO first, then KTR. The attribution share is the time inside
+Time. Wall clock (`time.perf_counter`, after a CUDA synchronize on a GPU) from `on_step_begin` to `on_step_end` of
+the HF Trainer loop: generation, rewards, reference log-probs, (KTR) attribution, loss forward, backward, clipping and
+the optimizer step. Both methods run in this one process, in lockstep: each trainer in its own thread, taking turns
+one optimizer step at a time (GRPO step 1, KTR step 1, GRPO step 2, ...), only one thread running at a time and each
+with its own saved and restored RNG streams (see `Lockstep`). On a shared machine this matters: a burst of load from
+elsewhere hits neighbouring GRPO and KTR steps alike, where running one method after the other would charge it to
+whichever ran during it. `time_ratio` = mean KTR step / mean GRPO step; `time_ratio_median` = median over the step
+pairs of KTR step / GRPO step (robust to a single disturbed step). The attribution share is the time inside
 `KTRTrainer.attribution_scores` divided by the KTR step time. Where the time goes: each trainer is instrumented on
 its instance (the trainer classes are untouched) with nested timers: generation, prompt preparation (decoding +
 processor), rewards, reference log-probs, attribution (with its vision encoder and decoder passes), loss forward,
@@ -49,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -92,10 +98,12 @@ class PhaseTimer:
     def region(self, name: str):
         self.stack.append(name)
         path = "/".join(self.stack)
+        _sync()
         start = time.perf_counter()
         try:
             yield
         finally:
+            _sync()
             self.current[path] += time.perf_counter() - start
             self.stack.pop()
 
@@ -109,29 +117,6 @@ class PhaseTimer:
     def take(self) -> dict[str, float]:
         out, self.current = dict(self.current), defaultdict(float)
         return out
-
-
-def _step_timer_callback(timer: PhaseTimer, steps: list[dict]):
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        """Wall time of each optimizer step, with the phases recorded inside it."""
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            timer.take()
-            self.start = time.perf_counter()
-
-        def on_pre_optimizer_step(self, args, state, control, **kwargs):
-            self.opt_start = time.perf_counter()
-
-        def on_optimizer_step(self, args, state, control, **kwargs):
-            timer.current["optimizer"] += time.perf_counter() - self.opt_start
-
-        def on_step_end(self, args, state, control, **kwargs):
-            seconds = time.perf_counter() - self.start
-            steps.append({"step": state.global_step, "seconds": seconds, "phases": timer.take()})
-
-    return StepTimer()
 
 
 def _instrument(trainer, timer: PhaseTimer, fingerprints: list[dict]) -> None:
@@ -196,10 +181,107 @@ def _timed_helpers(timer: PhaseTimer):
             setattr(trainers, name, fn)
 
 
-# -- one run -----------------------------------------------------------------------------------------------------
-def run_method(method: str, model_dir, records: list[dict], data_dir, work_dir, *, video_cfg: dict, train: dict,
-               ktr: dict, steps: int, completion_length: int, seed: int) -> dict:
-    """`steps` optimizer steps of one trainer from the weights in `model_dir`; per-step times and phases."""
+# -- runs --------------------------------------------------------------------------------------------------------
+def _sync() -> None:
+    """Wait for queued GPU work, so that a wall-clock reading means what it says (no-op on CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _rng_state() -> dict:
+    import random
+
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Lockstep:
+    """Trainers in threads that take turns one optimizer step at a time (GRPO step 1, KTR step 1, GRPO step 2, ...).
+
+    Only the thread holding the turn runs, so the two never compete for the cores, and a change in the machine's
+    load hits both methods alike instead of whichever happened to run during it. Each trainer keeps its own global
+    RNG streams (python, numpy, torch), saved when it hands the turn on and restored when it gets it back, so it
+    samples exactly what it would sample alone.
+    """
+
+    def __init__(self, names, states: dict):
+        self.cond = threading.Condition()
+        self.order, self.turn, self.done, self.rng = list(names), names[0], set(), dict(states)
+
+    def _next(self, name):
+        i = self.order.index(name)
+        for other in self.order[i + 1:] + self.order[:i + 1]:
+            if other not in self.done:
+                return other
+        return None
+
+    def acquire(self, name) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == name)
+        _set_rng_state(self.rng[name])
+
+    def release(self, name, finished: bool = False) -> None:
+        self.rng[name] = _rng_state()
+        with self.cond:
+            if finished:
+                self.done.add(name)
+            self.turn = self._next(name)
+            self.cond.notify_all()
+
+
+def _step_timer_callback(timer: PhaseTimer, steps: list[dict], name: str, lockstep: Lockstep | None):
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Wall time of each optimizer step, with the phases recorded inside it; the turn changes between steps."""
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if lockstep is not None:
+                lockstep.release(name)
+                lockstep.acquire(name)
+            _sync()
+            timer.take()
+            self.start = time.perf_counter()
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            _sync()
+            self.opt_start = time.perf_counter()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            _sync()
+            timer.current["optimizer"] += time.perf_counter() - self.opt_start
+
+        def on_step_end(self, args, state, control, **kwargs):
+            _sync()
+            seconds = time.perf_counter() - self.start
+            steps.append({"step": state.global_step, "seconds": seconds, "phases": timer.take()})
+
+    return StepTimer()
+
+
+def build_trainer(method: str, model_dir, records: list[dict], data_dir, work_dir, *, video_cfg: dict, train: dict,
+                  ktr: dict, steps: int, completion_length: int, seed: int):
+    """One instrumented trainer from the weights in `model_dir`, as videoktr.rl.train_run builds it."""
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -226,17 +308,62 @@ def run_method(method: str, model_dir, records: list[dict], data_dir, work_dir, 
         trainer = KTRTrainer(**common, ktr=settings)
     else:
         trainer = VideoGRPOTrainer(**common)
-    timer, step_log, fingerprints = PhaseTimer(), [], []
-    _instrument(trainer, timer, fingerprints)
-    trainer.add_callback(_step_timer_callback(timer, step_log))
-    rss_ready = rss_mib()
-    with _timed_helpers(timer):
+    run = {"method": method, "steps": [], "fingerprints": [], "rss_ready_mib": rss_mib(),
+           "torch_threads": torch.get_num_threads(), "device": str(trainer.accelerator.device),
+           "gradient_checkpointing": bool(args.gradient_checkpointing), "rng": _rng_state()}
+    run["timer"] = PhaseTimer()
+    _instrument(trainer, run["timer"], run["fingerprints"])
+    return trainer, run
+
+
+def _finish(run: dict) -> dict:
+    run.pop("timer", None)
+    run.pop("rng", None)
+    return run
+
+
+def run_method(method: str, model_dir, records: list[dict], data_dir, work_dir, **kw) -> dict:
+    """`steps` optimizer steps of one trainer alone (the memory runs); per-step times and phases."""
+    trainer, run = build_trainer(method, model_dir, records, data_dir, work_dir, **kw)
+    trainer.add_callback(_step_timer_callback(run["timer"], run["steps"], method, None))
+    with _timed_helpers(run["timer"]):
         trainer.train()
-    result = {"method": method, "steps": step_log, "fingerprints": fingerprints, "rss_ready_mib": rss_ready,
-              "torch_threads": torch.get_num_threads()}
-    del trainer, model
+    del trainer
     gc.collect()
-    return result
+    return _finish(run)
+
+
+def run_pair(model_dir, records: list[dict], data_dir, work_dir, **kw) -> dict:
+    """GRPO and KTR side by side in this process, in lockstep (see `Lockstep`), from the same weights and seed."""
+    trainers, runs = {}, {}
+    for method in METHODS:  # the initial weights are loaded from disk for each
+        trainers[method], runs[method] = build_trainer(method, model_dir, records, data_dir, work_dir, **kw)
+    lockstep = Lockstep(METHODS, {m: runs[m]["rng"] for m in METHODS})
+    errors = {}
+
+    def body(method):
+        lockstep.acquire(method)
+        try:
+            trainers[method].train()
+        except BaseException as e:  # re-raised below, in the caller's thread
+            errors[method] = e
+        finally:
+            lockstep.release(method, finished=True)
+
+    for method in METHODS:
+        trainers[method].add_callback(_step_timer_callback(runs[method]["timer"], runs[method]["steps"], method,
+                                                           lockstep))
+    threads = [threading.Thread(target=body, args=(m,), name=f"bench-{m}") for m in METHODS]
+    with _timed_helpers(runs["ktr"]["timer"]):  # only KTR calls them
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for method, e in errors.items():
+        raise RuntimeError(f"benchmark run of {method} failed: {e!r}") from e
+    del trainers
+    gc.collect()
+    return {m: _finish(r) for m, r in runs.items()}
 
 
 def _summary(run: dict) -> dict:
@@ -263,12 +390,16 @@ def _worker(spec_path: str, out_path: str) -> None:
 
     spec = json.loads(Path(spec_path).read_text())
     rss_imports = rss_mib()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     run = run_method(spec["method"], spec["model_dir"], spec["records"], spec["data_dir"], spec["work_dir"],
                      video_cfg=spec["video_cfg"], train=spec["train"], ktr=spec["ktr"], steps=spec["steps"],
                      completion_length=spec["completion_length"], seed=spec["seed"])
     peak = peak_rss_mib()
     run.update(rss_python_mib=rss_imports_before, rss_after_imports_mib=rss_imports, peak_rss_mib=peak,
                peak_above_imports_mib=peak - rss_imports, peak_above_ready_mib=peak - run["rss_ready_mib"])
+    if torch.cuda.is_available():  # on a GPU the paper's measure: the allocator's peak
+        run["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
     Path(out_path).write_text(json.dumps(run))
 
 
@@ -306,6 +437,13 @@ def frames_data_dir(records: list[dict], data_dir, work: Path, frames: int, vide
         (out / path).parent.mkdir(parents=True, exist_ok=True)
         write_mp4(out / path, clip[idx], fps=max(1, round(fps)))
     return out
+
+
+def _warm_frames(records: list[dict], data_dir, video_cfg: dict) -> None:
+    from videoktr.inputs import load_frames
+
+    for r in records:
+        load_frames(r, data_dir, video_cfg)
 
 
 def resize_model(src_dir, out_dir, size: dict, seed: int) -> Path:
@@ -383,9 +521,10 @@ def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_c
             clips = frames_data_dir(records, data_dir, work, frames, video_cfg)
             common = dict(video_cfg=cfg_video, train=train, ktr=ktr, steps=steps, completion_length=length,
                           seed=seed)
-            log.info("frames %d, completion length %d: timing GRPO then KTR in this process", frames, length)
-            runs = {m: run_method(m, model_dir, records, clips, work / f"f{frames}_l{length}", **common)
-                    for m in METHODS}
+            _warm_frames(records, clips, cfg_video)  # decoded once here, not inside whichever step comes first
+            log.info("frames %d, completion length %d: timing GRPO and KTR in lockstep in this process", frames,
+                     length)
+            runs = run_pair(model_dir, records, clips, work / f"f{frames}_l{length}", **common)
             entry = _configuration(frames, length, runs)
             if memory:
                 mem = {}
@@ -411,7 +550,7 @@ def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_c
                      "video": video_cfg, "train": {**train, "lr": 0.0}, "ktr": ktr,
                      "prompts_per_step": prompts_per_step, "records": len(records),
                      "torch_threads": results[0]["torch_threads"], "cpu_count": os.cpu_count(),
-                     "device": "cpu"},
+                     "device": results[0]["device"], "gradient_checkpointing": results[0]["gradient_checkpointing"]},
         "method": {
             "time": "wall clock per optimizer step (on_step_begin..on_step_end), both methods in one process, GRPO "
                     "then KTR, warm-up step excluded; time_ratio = mean KTR step / mean GRPO step",
@@ -447,17 +586,21 @@ def _configuration(frames: int, length: int, runs: dict) -> dict:
         "attribution_share": _ratio(attribution, ktr["step_seconds_mean"]),
         "attribution_seconds_mean": attribution,
         "batches_identical": fp["grpo"] == fp["ktr"],
-        "grpo": grpo, "ktr": ktr, "torch_threads": runs["grpo"]["torch_threads"],
+        "grpo": grpo, "ktr": ktr, "torch_threads": runs["grpo"]["torch_threads"], "device": runs["grpo"]["device"],
+        "gradient_checkpointing": runs["grpo"]["gradient_checkpointing"],
     }
 
 
 def _memory(mem: dict) -> dict:
     keys = ("peak_rss_mib", "peak_above_imports_mib", "peak_above_ready_mib", "rss_after_imports_mib",
             "rss_ready_mib")
+    keys += ("cuda_peak_allocated_mib",) if "cuda_peak_allocated_mib" in mem["grpo"] else ()
     out = {f"memory_{m}": {k: mem[m][k] for k in keys} for m in METHODS}
     times = {m: _summary(mem[m])["step_seconds_mean"] for m in METHODS}
+    basis = "cuda_peak_allocated_mib" if "cuda_peak_allocated_mib" in mem["grpo"] else "peak_above_imports_mib"
     out.update(
-        memory_ratio=_ratio(mem["ktr"]["peak_above_imports_mib"], mem["grpo"]["peak_above_imports_mib"]),
+        memory_ratio=_ratio(mem["ktr"][basis], mem["grpo"][basis]),
+        memory_ratio_basis=basis,
         memory_ratio_whole_process=_ratio(mem["ktr"]["peak_rss_mib"], mem["grpo"]["peak_rss_mib"]),
         memory_ratio_above_ready=_ratio(mem["ktr"]["peak_above_ready_mib"], mem["grpo"]["peak_above_ready_mib"]),
         time_ratio_separate_processes=_ratio(times["ktr"], times["grpo"]),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -91,7 +93,8 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run
         report_to=[],
         run_name=run_name,
         use_cpu=not torch.cuda.is_available(),
-        ddp_backend=None if torch.cuda.is_available() else "gloo",  # multi-process on CPU
+        # multi-process on CPU (torchrun) talks over gloo
+        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         seed=seed,
         data_seed=seed,
         remove_unused_columns=False,
@@ -99,8 +102,33 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run
     )
 
 
+def resume_point(work_dir: Path, fingerprint: dict) -> str | None:
+    """The newest checkpoint of this very run, or None; a work dir left by another config is cleared first.
+
+    Side files written per step (gradient rows) past the checkpoint are dropped: the resumed steps write them again.
+    """
+    stamp = work_dir / "run_config.json"
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    if stamp.exists() and stamp.read_text() != text:
+        log.info("config of %s changed: starting afresh", work_dir)
+        for item in ("checkpoints", "token_log", "gradients.csv"):
+            path = work_dir / item
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    stamp.write_text(text)
+    ckpt_dir = work_dir / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+    grads = work_dir / "gradients.csv"
+    if grads.exists():
+        import pandas as pd
+
+        step = int(Path(last).name.split("-")[-1]) if last else 0
+        rows = pd.read_csv(grads)
+        rows[rows["step"] < step].to_csv(grads, index=False) if step else grads.unlink()
+    return last
+
+
 def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_dir: Path, work_dir: Path,
-              out_dir: Path, *, video_cfg: dict, seed: int) -> dict:
+              out_dir: Path, *, video_cfg: dict, seed: int, callbacks=()) -> dict:
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -121,8 +149,10 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         trainer = TWGRPOTrainer(**common, alpha=run["twgrpo_alpha"])
     else:
         trainer = VideoGRPOTrainer(**common)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     # Checkpoints live outside the rule's outputs: a rerun after a kill resumes from the newest one.
-    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).exists() else None
+    last = resume_point(work_dir, {"run": run, "model": str(model_dir), "records": len(records), "seed": seed})
     if last:
         log.info("resuming %s from %s", name, last)
     result = trainer.train(resume_from_checkpoint=last)
