@@ -24,11 +24,22 @@ def test_lint_reports_nothing():
     assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr, out.stdout
 
 
-def test_table_target_builds_only_its_evaluations():
-    out = snakemake("-n", "--quiet", "rules", "results/tiny/eval/ktr/tiny_temporal/f8.summary.json")
-    text = out.stdout + out.stderr
-    assert out.returncode == 0, text
-    assert "evaluate" in text and "train" in text and "table1" not in text
+def job_counts(text: str) -> dict:
+    """The first 'Job stats' table of a dry run, as rule -> count."""
+    lines = text.split("Job stats:")[1].splitlines()[3:]
+    rows = [line.split() for line in lines[: next(i for i, x in enumerate(lines) if x.startswith("total"))]]
+    return {name: int(count) for name, count in rows}
+
+
+def test_one_target_builds_only_what_it_needs():
+    out = snakemake("-n", "-F", "results/tiny/eval/ktr/tiny_temporal/f8.summary.json")
+    assert out.returncode == 0, out.stderr
+    assert job_counts(out.stdout + out.stderr) == {
+        "world": 1, "prepare_split": 2, "base_model": 1, "sft": 1, "difficulty_filter": 1, "train": 1, "evaluate": 1}
+    table = job_counts((lambda o: o.stdout + o.stderr)(snakemake("-n", "-F", "results/tiny/tables/table1.md")))
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert table["train"] == len(cfg["runs"]) and "attribution_semantics" not in table
+    assert table["evaluate"] == len(cfg["eval"]["models"]) * len(cfg["eval"]["benchmarks"]) * len(cfg["eval"]["frames"])
 
 
 def test_config_typo_stops_with_the_key_named():

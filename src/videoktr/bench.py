@@ -582,7 +582,7 @@ def _configuration(frames: int, length: int, runs: dict) -> dict:
         "prompt_tokens_max": max(f["prompt_tokens"] for f in runs["grpo"]["fingerprints"]),
         "completion_tokens": sorted({t for f in runs["grpo"]["fingerprints"] for t in f["completion_tokens"]}),
         "time_ratio": _ratio(ktr["step_seconds_mean"], grpo["step_seconds_mean"]),
-        "time_ratio_median": _ratio(ktr["step_seconds_median"], grpo["step_seconds_median"]),
+        "time_ratio_median": statistics.median(_ratio(k, g) for g, k in zip(grpo["step_seconds"], ktr["step_seconds"])),
         "attribution_share": _ratio(attribution, ktr["step_seconds_mean"]),
         "attribution_seconds_mean": attribution,
         "batches_identical": fp["grpo"] == fp["ktr"],
