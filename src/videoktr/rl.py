@@ -102,10 +102,16 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run
     )
 
 
-def resume_point(work_dir: Path, fingerprint: dict) -> str | None:
-    """The newest checkpoint of this very run, or None; a work dir left by another config is cleared first.
+def last_checkpoint(work_dir: Path) -> str | None:
+    ckpt_dir = work_dir / "checkpoints"
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
 
-    Side files written per step (gradient rows) past the checkpoint are dropped: the resumed steps write them again.
+
+def prepare_work_dir(work_dir: Path, fingerprint: dict) -> None:
+    """Keep only what belongs to this very run: a work dir left by another config is cleared.
+
+    Side files written per step (gradient rows) past the newest checkpoint are dropped: the resumed steps write them
+    again.
     """
     stamp = work_dir / "run_config.json"
     text = json.dumps(fingerprint, sort_keys=True, default=str)
@@ -115,8 +121,7 @@ def resume_point(work_dir: Path, fingerprint: dict) -> str | None:
             path = work_dir / item
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     stamp.write_text(text)
-    ckpt_dir = work_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+    last = last_checkpoint(work_dir)
     grads = work_dir / "gradients.csv"
     if grads.exists():
         import pandas as pd
@@ -124,7 +129,6 @@ def resume_point(work_dir: Path, fingerprint: dict) -> str | None:
         step = int(Path(last).name.split("-")[-1]) if last else 0
         rows = pd.read_csv(grads)
         rows[rows["step"] < step].to_csv(grads, index=False) if step else grads.unlink()
-    return last
 
 
 def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_dir: Path, work_dir: Path,
@@ -152,7 +156,10 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
     for callback in callbacks:
         trainer.add_callback(callback)
     # Checkpoints live outside the rule's outputs: a rerun after a kill resumes from the newest one.
-    last = resume_point(work_dir, {"run": run, "model": str(model_dir), "records": len(records), "seed": seed})
+    if trainer.accelerator.is_main_process:
+        prepare_work_dir(work_dir, {"run": run, "model": str(model_dir), "records": len(records), "seed": seed})
+    trainer.accelerator.wait_for_everyone()
+    last = last_checkpoint(work_dir)
     if last:
         log.info("resuming %s from %s", name, last)
     result = trainer.train(resume_from_checkpoint=last)

@@ -56,7 +56,7 @@ def join_videos(videos: list[dict]) -> dict:
 
 
 class VideoGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose dataset rows carry a `video` path; every forward sees the clip."""
+    """GRPOTrainer whose dataset rows carry a clip `path` (relative to `data_dir`); every forward sees the clip."""
 
     def __init__(self, *args, data_dir: Path, video_cfg: dict, **kwargs):
         super().__init__(*args, **kwargs)
@@ -67,8 +67,13 @@ class VideoGRPOTrainer(GRPOTrainer):
     # -- generation -------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         self._batch_rows = inputs
+        counted = [f for f in self.reward_funcs if hasattr(f, "unparseable")]
+        before = sum(f.unparseable for f in counted)
         output = super()._generate_and_score_completions(inputs)
         output["videos"] = self._videos  # a list: TRL shuffles and splits it with the rows
+        if counted:  # answers without a parseable <answer> score 0; their count is logged per step
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["rewards/unparseable"].append(sum(f.unparseable for f in counted) - before)
         return output
 
     def _tokenize_prompts(self, prompts: list):
