@@ -21,9 +21,12 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         rules.table1.output,
         rules.attribution_semantics.output if "ktr" in config["runs"] else [],
+        [r.output for r in (rules.fig2_key_tokens, rules.fig4_pos, rules.fig5_overlap, rules.fig6_wordclouds,
+                            rules.fig11_gradients, rules.fig12_positions)] if "ktr" in config["runs"] else [],

@@ -148,7 +148,9 @@ def fig4_pos(words: pd.DataFrame, stem) -> pd.DataFrame:
 
 
 # -- Fig. 5: overlap -------------------------------------------------------------------------------------------------
-REGIONS = ("E", "V", "T", "E&V", "E&T", "V&T", "E&V&T")
+# Venn regions, each exclusive: "E&V only" = selected by E and V but not T.
+REGIONS = {"E only": "E", "V only": "V", "T only": "T", "E&V only": "E&V", "E&T only": "E&T", "V&T only": "V&T",
+           "E&V&T": "E&V&T"}
 
 
 def overlap_table(log: pd.DataFrame) -> pd.DataFrame:
@@ -159,8 +161,8 @@ def overlap_table(log: pd.DataFrame) -> pd.DataFrame:
     sel = {s: log[f"selected_{s}"].astype(bool).to_numpy() for s in SIGNALS}
     rows = [("tokens", "all", len(log))]
     rows += [("size", s, int(sel[s].sum())) for s in SIGNALS]
-    for region in REGIONS:
-        inside = region.split("&")
+    for region, sets in REGIONS.items():
+        inside = sets.split("&")
         m = np.ones(len(log), bool)
         for s in SIGNALS:
             m &= sel[s] if s in inside else ~sel[s]
@@ -173,7 +175,7 @@ def overlap_table(log: pd.DataFrame) -> pd.DataFrame:
         rows.append(("jaccard", f"{a}&{b}", inter / either if either else 0.0))
         pa, pb = sel[a].sum() / n, sel[b].sum() / n  # expected Jaccard if the two sets were drawn independently
         rows.append(("jaccard_independent", f"{a}&{b}", pa * pb / (pa + pb - pa * pb) if pa + pb else 0.0))
-    return pd.DataFrame(rows, columns=["metric", "sets", "value"])
+    return pd.DataFrame(rows, columns=["metric", "sets", "value"]).astype({"value": float})
 
 
 def fig5_overlap(log: pd.DataFrame, stem) -> pd.DataFrame:
@@ -191,8 +193,8 @@ def fig5_overlap(log: pd.DataFrame, stem) -> pd.DataFrame:
     for s, (x, y) in {"E": (-1.45, 1.3), "V": (1.45, 1.3), "T": (0.0, -1.85)}.items():
         ax.text(x, y, f"{LABEL[s]}\n{int(value[('size', s)])} tokens", ha="center", va="center", color=COLOR[s],
                 fontweight="bold")
-    spots = {"E": (-1.05, 0.55), "V": (1.05, 0.55), "T": (0.0, -1.2), "E&V": (0.0, 0.85), "E&T": (-0.62, -0.45),
-             "V&T": (0.62, -0.45), "E&V&T": (0.0, 0.0)}
+    spots = {"E only": (-1.05, 0.55), "V only": (1.05, 0.55), "T only": (0.0, -1.2), "E&V only": (0.0, 0.85),
+             "E&T only": (-0.62, -0.45), "V&T only": (0.62, -0.45), "E&V&T": (0.0, 0.0)}
     for region, (x, y) in spots.items():
         count = int(value[("region", region)])
         ax.text(x, y, f"{count}\n{100 * count / max(tokens, 1):.1f}%", ha="center", va="center", fontsize=10)
@@ -370,13 +372,23 @@ def token_category(selected: dict[str, bool]) -> str:
     return hits[0] if len(hits) == 1 else ("several" if hits else "none")
 
 
+def categories(log: pd.DataFrame) -> np.ndarray:
+    """`token_category` of every row of a token log."""
+    sel = {s: log[f"selected_{s}"].astype(bool).to_numpy() for s in signals_of(log)}
+    n = sum(v.astype(int) for v in sel.values()) if sel else np.zeros(len(log), int)
+    out = np.full(len(log), "none", dtype=object)
+    for s, v in sel.items():
+        out[v & (n == 1)] = s
+    out[n > 1] = "several"
+    return out
+
+
 def pick_example(log: pd.DataFrame) -> tuple:
     """A representative completion of the last step: the most Fig. 2 colours used, then the length closest to
     the median, then the first key."""
     keys = posmod.completion_keys(log)
     last = log[log["step"] == log["step"].max()] if "step" in log.columns else log
-    cats = last.assign(category=[token_category({s: r[f"selected_{s}"] for s in signals_of(last)})
-                                 for _, r in last.iterrows()])
+    cats = last.assign(category=categories(last))
     stats = cats.groupby(keys).agg(n=("position", "size"),
                                    colours=("category", lambda c: len(set(c) - {"none"}))).reset_index()
     stats["distance"] = (stats["n"] - stats["n"].median()).abs()
@@ -403,7 +415,7 @@ def example_table(log: pd.DataFrame, step: int | None = None, sample_id: str | N
             *[f"selected_{s}" for s in sig]]
     t = g[cols].reset_index(drop=True)
     t["key"] = union_of(g).to_numpy()
-    t["category"] = [token_category({s: r[f"selected_{s}"] for s in sig}) for _, r in t.iterrows()]
+    t["category"] = categories(t)
     t["colour"] = t["category"].map(lambda c: CATEGORY_COLOR[c] or "")
     return t
 
@@ -455,8 +467,10 @@ def example_html(t: pd.DataFrame) -> str:
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
             ".tok{border-radius:3px;padding:0 1px}"
             "pre{white-space:pre-wrap;font-family:monospace;font-size:15px;line-height:1.7}</style></head><body>\n"
-            f"<h3>Fig. 2: key tokens of one response ({html.escape(title)}): {n_key} of {len(t)} tokens selected</h3>\n"
-            f"<p>{legend}</p>\n<pre>{''.join(spans)}</pre>\n<p>Hover over a token for its scores.</p>\n</body></html>\n")
+            f"<h3>Fig. 2: key tokens of one response ({html.escape(title)}): "
+            f"{n_key} of {len(t)} tokens selected</h3>\n"
+            f"<p>{legend}</p>\n<pre>{''.join(spans)}</pre>\n"
+            "<p>Hover over a token for its scores.</p>\n</body></html>\n")
 
 
 def fig2_example(log: pd.DataFrame, stem, step: int | None = None, sample_id: str | None = None,
