@@ -93,19 +93,21 @@ def cmd_train(a, cfg):
 
 
 def cmd_evaluate(a, cfg):
-    from videoktr.evaluation import evaluate, summarize
-    from videoktr.generation import TransformersBackend
-    from videoktr.records import load_json_records
+    from videoktr.evaluation import evaluate_benchmark, summarize
+    from videoktr.generation import BackendUnavailable, make_backend
 
     e = cfg["eval"]
-    if e["backend"] != "transformers":
-        raise SystemExit(f"eval.backend {e['backend']!r} needs a GPU; this build evaluates with 'transformers'")
     Path(a.predictions).parent.mkdir(parents=True, exist_ok=True)
-    backend = TransformersBackend(a.model, seed=cfg["seed"])
-    evaluate(backend, load_json_records(a.records), a.data_dir, a.predictions, frames=a.frames,
-             video_cfg=cfg["video"], eval_cfg=e)
-    summary = summarize(a.predictions, model=a.name, benchmark=a.benchmark, frames=a.frames, backend=backend.name)
-    log.info("%s on %s at %d frames: accuracy %.3f", a.name, a.benchmark, a.frames, summary["accuracy"])
+    try:
+        backend = make_backend(e["backend"], a.model, seed=cfg["seed"], eval_cfg=e)
+    except BackendUnavailable as err:
+        raise SystemExit(f"videoktr evaluate: {err}") from None
+    evaluate_benchmark(backend, a.benchmark, a.records, a.data_dir, a.predictions, frames=a.frames,
+                       video_cfg=cfg["video"], eval_cfg=e)
+    summary = summarize(a.predictions, model=a.name, benchmark=a.benchmark, frames=a.frames, backend=backend.name,
+                        protocol=(e.get("protocols") or {}).get(a.benchmark))
+    log.info("%s on %s at %d frames: accuracy %.3f (%d answered, %d errors)", a.name, a.benchmark, a.frames,
+             summary["accuracy"], summary["answered"], summary["errors"])
     _write_json(a.out, summary)
 
 

@@ -1,40 +1,182 @@
-"""Batched decoding with transformers `generate` (the CPU backend; vLLM is the GPU one)."""
+"""Decoding backends behind one interface: transformers `generate` (CPU, batched) and vLLM (GPU).
+
+`backend.generate(texts, visuals, *, fps, max_new_tokens, temperature, top_p=1.0, num_return_sequences=1)` returns
+`num_return_sequences` consecutive completions per prompt.  `texts` are chat-templated prompts (from
+`backend.processor`); each entry of `visuals` is one prompt's media: a uint8 RGB video [T, H, W, 3] (the clip,
+passed as ONE video) or a list of images [H, W, 3] (in the order of the prompt's image placeholders).  Both
+backends receive the same prompts and their outputs are parsed by the same code (videoktr.benchmarks).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+import numpy as np
 
-from videoktr.inputs import encode
-from videoktr.tiny_model import vision_token_ids
+__all__ = ["BackendUnavailable", "TransformersBackend", "VLLMBackend", "make_backend", "split_visuals",
+           "vllm_requests"]
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message is one line saying why and what to use instead."""
+
+
+def split_visuals(visuals: list) -> tuple[list, list]:
+    """(images, videos) in prompt order: a list/tuple entry is one prompt's images, an array of ndim 4 a video."""
+    images, videos = [], []
+    for v in visuals:
+        if isinstance(v, (list, tuple)):
+            images.extend(v)
+        elif getattr(v, "ndim", None) == 3:
+            images.append(v)
+        else:
+            videos.append(v)
+    return images, videos
+
+
+def _size(sub_processor, min_pixels, max_pixels) -> dict | None:
+    """Qwen's resize bounds {shortest_edge, longest_edge} (pixels per frame/image); unset ones keep the saved."""
+    if not (min_pixels or max_pixels):
+        return None
+    saved = getattr(sub_processor, "size", None) or {}
+    get = saved.get if isinstance(saved, dict) else (lambda k: getattr(saved, k, None))
+    return {"shortest_edge": int(min_pixels or get("shortest_edge")),
+            "longest_edge": int(max_pixels or get("longest_edge"))}
 
 
 class TransformersBackend:
-    """Same prompts and parsing as every other backend; left-padded batches, vision ids never sampled."""
+    """Same prompts and parsing as every other backend; left-padded batches, vision ids never sampled.
+
+    `min_pixels`/`max_pixels` (optional) override the processor's per-frame/per-image pixel bounds, e.g. the
+    evaluation protocol's 256*28*28; None keeps the values saved with the model.
+    """
 
     name = "transformers"
 
-    def __init__(self, model_dir: Path, *, seed: int = 0):
+    def __init__(self, model_dir: Path, *, seed: int = 0, min_pixels: int | None = None,
+                 max_pixels: int | None = None):
+        import torch
+        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.seed = seed
+        self.size = _size(self.processor.video_processor, min_pixels, max_pixels)
+        self.image_size = _size(self.processor.image_processor, min_pixels, max_pixels)
 
-    @torch.no_grad()
+    def encode(self, texts: list[str], visuals: list, fps: float):
+        """Processor tensors for a left-padded batch of prompts with videos and/or images."""
+        from videoktr.inputs import encode
+
+        images, videos = split_visuals(visuals)
+        if not images and self.size is None:  # the video-only path shared with SFT, filtering and RL
+            return encode(self.processor, texts, videos, fps, padding_side="left")
+        self.processor.tokenizer.padding_side = "left"
+        kwargs = {}
+        if videos:
+            kwargs.update(videos=videos, fps=fps)
+            if self.size:
+                kwargs["videos_kwargs"] = {"size": self.size}
+        if images:
+            kwargs["images"] = images
+            if self.image_size:
+                kwargs["images_kwargs"] = {"size": self.image_size}
+        return self.processor(text=texts, padding=True, return_tensors="pt", return_mm_token_type_ids=True,
+                              **kwargs)
+
     def generate(self, texts: list[str], videos: list, *, fps: float, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, num_return_sequences: int = 1) -> list[str]:
-        """Decoded completions, `num_return_sequences` consecutive ones per prompt."""
-        batch = encode(self.processor, texts, videos, fps, padding_side="left")
+        """Decoded completions, `num_return_sequences` consecutive ones per prompt (one batched `generate`)."""
+        import torch
+
+        from videoktr.tiny_model import vision_token_ids
+
+        batch = self.encode(texts, videos, fps)
         torch.manual_seed(self.seed)
-        out = self.model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            num_return_sequences=num_return_sequences,
-            suppress_tokens=vision_token_ids(self.model),
-        )
+        with torch.no_grad():
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                num_return_sequences=num_return_sequences,
+                suppress_tokens=vision_token_ids(self.model),
+            )
         completions = out[:, batch["input_ids"].shape[1]:]
         return self.processor.batch_decode(completions, skip_special_tokens=True)
+
+
+class VLLMBackend:
+    """vLLM offline generation (GPU): the clip goes in as one video (`multi_modal_data={"video": frames}` with
+    its sampling rate as `fps`), images as images; sampling as Video-R1's eval_bench.py (temperature, top_p,
+    max_tokens).  vllm is imported lazily; without it, or without a CUDA GPU, construction raises
+    BackendUnavailable with one line.  NOT run in this repository's tests (no GPU here).
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_dir: Path, *, seed: int = 0, min_pixels: int | None = None,
+                 max_pixels: int | None = None, gpu_memory_utilization: float = 0.8, max_model_len: int = 16384,
+                 tensor_parallel_size: int | None = None, max_images: int = 8):
+        try:
+            import vllm
+        except ImportError:
+            raise BackendUnavailable("eval.backend 'vllm' needs the vllm package (GPU only), which is not "
+                                     "installed here; install it on a GPU machine or use eval.backend: "
+                                     "transformers") from None
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("eval.backend 'vllm' needs a CUDA GPU and none is visible here; "
+                                     "use eval.backend: transformers") from None
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.seed = seed
+        mm_kwargs = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        self.llm = vllm.LLM(
+            model=str(model_dir),
+            tensor_parallel_size=tensor_parallel_size or max(1, torch.cuda.device_count()),
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            limit_mm_per_prompt={"image": max_images, "video": 1},
+            mm_processor_kwargs=mm_kwargs or None,
+            seed=seed,
+        )
+
+    def generate(self, texts: list[str], videos: list, *, fps: float, max_new_tokens: int, temperature: float,
+                 top_p: float = 1.0, num_return_sequences: int = 1) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=num_return_sequences, temperature=temperature, top_p=top_p,
+                                max_tokens=max_new_tokens, seed=self.seed)
+        outputs = self.llm.generate(vllm_requests(texts, videos, fps), sampling_params=params, use_tqdm=False)
+        return [c.text for o in outputs for c in o.outputs]
+
+
+def vllm_requests(texts: list[str], visuals: list, fps: float) -> list[dict]:
+    """vLLM prompts: a clip as ONE video ([T, H, W, 3] with its sampling rate), images as PIL images."""
+    from PIL import Image
+
+    requests = []
+    for text, media in zip(texts, visuals, strict=True):
+        if isinstance(media, (list, tuple)) or getattr(media, "ndim", None) == 3:
+            items = media if isinstance(media, (list, tuple)) else [media]
+            imgs = [Image.fromarray(np.asarray(m)) for m in items]
+            requests.append({"prompt": text, "multi_modal_data": {"image": imgs[0] if len(imgs) == 1 else imgs}})
+        else:
+            requests.append({"prompt": text, "multi_modal_data": {"video": np.asarray(media)},
+                             "mm_processor_kwargs": {"fps": fps}})
+    return requests
+
+
+def make_backend(kind: str, model_dir: Path, *, seed: int = 0, eval_cfg: dict | None = None):
+    """The backend config `eval.backend` names, with the evaluation pixel bounds and vLLM settings of `eval_cfg`."""
+    e = eval_cfg or {}
+    pixels = dict(min_pixels=e.get("min_pixels"), max_pixels=e.get("max_pixels"))
+    if kind == "transformers":
+        return TransformersBackend(model_dir, seed=seed, **pixels)
+    if kind == "vllm":
+        return VLLMBackend(model_dir, seed=seed, **pixels, **(e.get("vllm") or {}))
+    raise BackendUnavailable(f"unknown eval.backend {kind!r}; expected 'transformers' or 'vllm'")

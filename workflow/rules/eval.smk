@@ -1,24 +1,30 @@
-# Evaluation: one job per (model, benchmark, frames); predictions are appended as they are made (resumable).
-
-BENCHMARK_SPLIT = {
-    "tiny_appearance": "eval_appearance",
-    "tiny_temporal": "eval_temporal",
-    "tiny_counting": "eval_counting",
-}
+# Evaluation: one job per (model, benchmark, frames) for every benchmark registered in videoktr.benchmarks;
+# predictions are appended as they are made (resumable), the summary is computed from them.
+#   tiny_*     : records results/<run>/data/clean/eval_*.json, clips from the generated world (rule world)
+#   the others : the released files under config eval.data_dir in their published layout
+#                (videoktr.benchmarks.eval_paths; eval.files.<name>.records / .media override it)
+from videoktr.benchmarks import BENCHMARKS, eval_paths
 
 
 rule evaluate:
     input:
         model=f"{OUT}/models/{{model}}",
-        videos=rules.world.output.videos,
-        records=lambda w: f"{OUT}/data/clean/{BENCHMARK_SPLIT[w.benchmark]}.json",
+        records=lambda w: eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[0],
+        # the clips' folder; image benchmarks embed their images in the records file
+        media=lambda w: (
+            rules.world.output.videos
+            if BENCHMARKS[w.benchmark].tiny_split
+            else eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[1]
+            if BENCHMARKS[w.benchmark].media
+            else []
+        ),
     output:
         summary=f"{OUT}/eval/{{model}}/{{benchmark}}/f{{frames}}.summary.json",
     wildcard_constraints:
-        benchmark="|".join(BENCHMARK_SPLIT),
+        benchmark="|".join(BENCHMARKS),
         frames=r"\d+",
     params:
-        data_dir=data_dir,
+        data_dir=lambda w: eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[1],
         cfg=cfg("seed", "eval", "video"),
         predictions=lambda w: f"{OUT}/eval/{w.model}/{w.benchmark}/f{w.frames}.jsonl",
     conda:
@@ -27,5 +33,5 @@ rule evaluate:
         f"{OUT}/logs/eval_{{model}}_{{benchmark}}_f{{frames}}.log",
     shell:
         "videoktr evaluate --cfg {params.cfg:q} --model {input.model} --name {wildcards.model}"
-        " --benchmark {wildcards.benchmark} --records {input.records} --data-dir {params.data_dir}"
+        " --benchmark {wildcards.benchmark} --records {input.records:q} --data-dir {params.data_dir:q}"
         " --frames {wildcards.frames} --predictions {params.predictions} --out {output.summary} > {log} 2>&1"
