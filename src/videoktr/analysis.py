@@ -17,25 +17,36 @@ def read_token_log(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def attribution_semantics(log: pd.DataFrame) -> dict:
-    """Per signal and word class: share of the signal's selected tokens in the class vs the class's base rate.
+def words_of(log: pd.DataFrame) -> pd.DataFrame:
+    """Whole words of every completion, each with the union of its BPE pieces' selections (spaCy tokenizer only)."""
+    import spacy
 
-    Enrichment > 1 means the signal picks that kind of word more often than it occurs. Pieces are matched as whole
-    words after stripping the BPE space marker, so a word split into several pieces does not count.
+    from videoktr.pos import tag_words
+
+    return tag_words(log, spacy.blank("en"))
+
+
+def attribution_semantics(words: pd.DataFrame) -> dict:
+    """Per signal and word class: share of the signal's selected words in the class vs the class's base rate.
+
+    Enrichment > 1 means the signal picks that kind of word more often than it occurs; it is bounded by 1 / (the
+    signal's selection rate), reached when every word of the class is selected, so the class recall (share of its
+    words selected) is reported beside it.
     """
-    words = log["token_str"].str.strip().str.lower()
-    out = {"tokens": int(len(log)), "signals": {}}
+    lower = words["word"].str.lower()
+    out = {"words": int(len(words)), "signals": {}}
     for signal in ("E", "V", "T"):
         column = f"selected_{signal}"
-        if column not in log:
+        if column not in words:
             continue
-        chosen = log[column].astype(bool)
-        stats = {"selected_tokens": int(chosen.sum())}
+        chosen = words[column].astype(bool)
+        stats = {"selected_words": int(chosen.sum()), "selection_rate": float(chosen.mean())}
         for name, vocab in WORD_CLASSES.items():
-            in_class = words.isin(vocab)
+            in_class = lower.isin(vocab)
             base = float(in_class.mean())
             share = float(in_class[chosen].mean()) if chosen.any() else 0.0
             stats[name] = {"selected_share": share, "base_share": base,
-                           "enrichment": share / base if base else None}
+                           "enrichment": share / base if base else None,
+                           "recall": float(chosen[in_class].mean()) if in_class.any() else None}
         out["signals"][signal] = stats
     return out

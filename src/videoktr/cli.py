@@ -119,9 +119,9 @@ def cmd_table1(a, cfg):
 
 
 def cmd_semantics(a, cfg):
-    from videoktr.analysis import attribution_semantics, read_token_log
+    from videoktr.analysis import attribution_semantics, read_token_log, words_of
 
-    result = attribution_semantics(read_token_log(a.token_log))
+    result = attribution_semantics(words_of(read_token_log(a.token_log)))
     log.info("attribution semantics: %s", json.dumps(result["signals"]))
     _write_json(a.out, result)
 
