@@ -1,6 +1,7 @@
 # Two commands for a newcomer: `make demo` (the whole tiny study on CPU) and `make test`.
 PY      := .venv/bin/python
 CORES   ?= 2
+export PATH := $(CURDIR)/.venv/bin:$(PATH)   # rules call the package's `videoktr` command
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
