@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def cmd_filter(a, cfg):
 
     f = cfg["filter"]
     records = load_json_records(a.records)
+    if f["max_questions"] and len(records) > f["max_questions"]:  # a seeded subset: the tiny world's time budget
+        keep = set(random.Random(cfg["seed"]).sample(range(len(records)), f["max_questions"]))
+        records = [r for i, r in enumerate(records) if i in keep]
     backend = TransformersBackend(a.model, seed=cfg["seed"])
     accuracy = run_filter(backend, records, a.data_dir, a.scores, k=f["k"], temperature=f["temperature"],
                           max_new_tokens=f["max_new_tokens"], batch_size=f["batch_size"], video_cfg=cfg["video"])
