@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)   # rules call the package's `videokt
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean slurm-start slurm-stop
 
 .venv/installed: pyproject.toml
 	python3 -m venv .venv
@@ -20,8 +20,16 @@ demo: install
 	@echo "Tables:  results/tiny/tables/"
 	@echo "Models:  results/tiny/models/   Evaluations: results/tiny/eval/"
 
-test: install
-	$(PY) -m pytest -q
+# The tests run part of the DAG through the SLURM profile on a single-node cluster on this machine
+# (scripts/slurm-local.sh installs Debian's slurm-wlm and munge when missing, as root).
+test: install slurm-start
+	$(PY) -m pytest -q; status=$$?; scripts/slurm-local.sh stop; exit $$status
+
+slurm-start:
+	SLURM_LOCAL_GPUS=1 scripts/slurm-local.sh start
+
+slurm-stop:
+	scripts/slurm-local.sh stop
 
 clean:
 	rm -rf results .snakemake

@@ -4,6 +4,8 @@ import os
 RUN = config["run_name"]
 OUT = f"results/{RUN}"
 WORLD = f"{OUT}/data/world"
+# Starts `videoktr` once per node under SLURM (torchrun across the allocation), plainly elsewhere.
+LAUNCH = os.path.join(os.path.dirname(os.path.realpath(workflow.main_snakefile)), "scripts", "launch.sh")
 
 
 def cfg(*sections):

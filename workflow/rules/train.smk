@@ -12,6 +12,7 @@ rule train:
     wildcard_constraints:
         run="|".join(config["runs"]),
     params:
+        launch=LAUNCH,
         data_dir=data_dir,
         cfg=lambda w: json.dumps({"seed": config["seed"], "video": config["video"], "run": config["runs"][w.run]}),
         work=lambda w: f"{OUT}/train/{w.run}",
@@ -20,6 +21,6 @@ rule train:
     log:
         f"{OUT}/logs/train_{{run}}.log",
     shell:
-        "videoktr train --cfg {params.cfg:q} --name {wildcards.run} --model {input.model}"
+        "{params.launch} train --cfg {params.cfg:q} --name {wildcards.run} --model {input.model}"
         " --records {input.records} --data-dir {params.data_dir} --work-dir {params.work}"
         " --out {output.model} --metrics {output.metrics} > {log} 2>&1"

@@ -1,0 +1,311 @@
+"""profiles/slurm and config/paper.yaml: the paper DAG, the sbatch line of every job, and a run on a real SLURM.
+
+* the whole paper DAG dry-runs through the profile in seconds and holds every run of config/paper.yaml;
+* the sbatch command of each job, rendered by snakemake-executor-plugin-slurm's own code from the resources the
+  dry run resolved, asks for the GPUs, nodes and tasks the study needs (4 nodes x 8 GPUs, one launcher per node, for
+  training; one GPU for an evaluation);
+* scripts/launch.sh starts one torchrun per node of a multi-node job;
+* (slow) a one-node SLURM on this machine (scripts/slurm-local.sh) runs a small part of the tiny DAG through
+  `--profile profiles/slurm`, the tiny config replacing the paper config.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)  # the rules call the `videoktr` CLI of this environment
+ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
+PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+SLURM_LOCAL = ROOT / "scripts/slurm-local.sh"
+
+
+def snakemake(*args, cwd, env=ENV, timeout=600):
+    return subprocess.run([f"{BIN}/snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def workdir(path: Path, items=("Snakefile", "workflow", "config", "envs", "profiles", "scripts")) -> Path:
+    for item in items:
+        os.symlink(ROOT / item, path / item)
+    return path
+
+
+def job_counts(text: str) -> dict:
+    """The first 'Job stats' table of a dry run, as rule -> count."""
+    lines = text.split("Job stats:")[1].splitlines()[3:]
+    rows = [line.split() for line in lines[: next(i for i, x in enumerate(lines) if x.startswith("total"))]]
+    return {name: int(count) for name, count in rows}
+
+
+def dry_run_jobs(text: str) -> list[dict]:
+    """Each job block of a dry run: rule, wildcards and the resources Snakemake resolved for it."""
+    jobs = []
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            jobs.append({"rule": m.group(1), "wildcards": {}, "resources": {}})
+            continue
+        m = re.match(r"^    (wildcards|resources): (.*)$", line)
+        if m and jobs:
+            for item in m.group(2).split(", "):
+                key, _, value = item.partition("=")
+                jobs[-1][m.group(1)][key] = int(value) if value.isdigit() else value
+    return jobs
+
+
+class _Resources(dict):
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def sbatch_line(job: dict) -> str:
+    """The sbatch command the SLURM executor plugin builds for a job with these resources (its own functions)."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    fake = SimpleNamespace(resources=_Resources(job["resources"]), threads=1, name=job["rule"])
+    params = {"run_uuid": "RUN", "slurm_logfile": "LOG", "comment_str": f"rule_{job['rule']}", "account": "",
+              "partition": "", "workdir": "/work"}
+    settings = SimpleNamespace(requeue=False, no_requeue=False, qos=None, reservation=None)
+    return get_submit_command(fake, params, settings=settings) + set_gres_string(fake)
+
+
+def job_step(job: dict) -> str:
+    """What the plugin's job step runs inside the allocation: `srun -n1 ...` around the rule, or (mpi) the rule alone."""
+    from snakemake_executor_plugin_slurm_jobstep import get_cpu_setting, get_gpu_setting, get_node_setting
+
+    fake = SimpleNamespace(resources=_Resources(job["resources"]), threads=1, name=job["rule"])
+    if "mpi" in job["resources"]:
+        return "RULE"
+    return f"srun -n1 {get_cpu_setting(fake, False)} {get_gpu_setting(fake)} {get_node_setting(fake)} RULE"
+
+
+def flag(line: str, name: str):
+    """Value of `--name=V` or `--name V` in a command line (None when absent)."""
+    m = re.search(rf"(?:^|\s){re.escape(name)}(?:=|\s+)(\S+)", line)
+    return m.group(1) if m else None
+
+
+# ------------------------------------------------------------------------------------------ the paper DAG (fast)
+
+
+@pytest.fixture(scope="module")
+def paper_dry_run(tmp_path_factory):
+    """`snakemake --profile profiles/slurm -n all` in a work dir where the released benchmark files exist.
+
+    The evaluation reads the benchmarks' released files under eval.data_dir; no rule of the workflow downloads them
+    yet (the hub data path is open), so the work dir holds empty placeholders at the paths the rules read.
+    """
+    from videoktr.benchmarks import eval_paths
+    from videoktr.config import validate
+
+    wd = workdir(tmp_path_factory.mktemp("paper"))
+    cfg = validate(PAPER)
+    out = f"results/{cfg['run_name']}"
+    for bench in cfg["eval"]["benchmarks"]:
+        records, media = eval_paths(bench, cfg["eval"], out=out, world=f"{out}/data/world")
+        if records.startswith(out):  # produced by the DAG
+            continue
+        for path, is_file in ((records, bool(Path(records).suffix)), (media, False)):
+            p = wd / path
+            if is_file:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.touch()
+            else:
+                p.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    res = snakemake("--profile", "profiles/slurm", "-n", "all", cwd=wd)
+    seconds = time.monotonic() - start
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return SimpleNamespace(seconds=seconds, text=res.stdout + res.stderr, cfg=cfg)
+
+
+def test_paper_config_validates_and_holds_the_papers_runs():
+    from videoktr.config import validate
+
+    cfg = validate(PAPER)
+    runs = cfg["runs"]
+    ktr = runs["ktr"]
+    assert (ktr["method"], ktr["ratio"], ktr["signals"], ktr["weighting"], ktr["distance"]) == (
+        "ktr", 0.2, ["E", "V", "T"], "binary", "logprob")
+    assert {r["method"] for r in runs.values()} == {"grpo", "tgrpo", "twgrpo", "ktr"}
+    # Table 2: every signal subset; Fig. 9: ratios 10..50%; Fig. 7: weightings; Fig. 8: distances; Fig. 10: perturbations
+    kt = [r for r in runs.values() if r["method"] == "ktr"]
+    assert {frozenset(r["signals"]) for r in kt} >= {frozenset(s) for s in ("E", "V", "T", "VT", "ET", "VE", "EVT")}
+    assert {r["ratio"] for r in kt} == {0.1, 0.2, 0.3, 0.4, 0.5}
+    assert {r["weighting"] for r in kt} == {"binary", "softmax", "sigmoid", "linear", "exponential"}
+    assert {r["distance"] for r in kt} == {"logprob", "l1", "l2", "kl", "js", "cosine", "hellinger"}
+    assert {r["visual_perturbation"] for r in kt} == {"zero", "zero_half", "other_clip"}
+    assert {r["temporal_perturbation"] for r in kt} == {"shuffle", "reverse", "segment_shuffle"}
+    t = cfg["train"]
+    assert (t["lr"], t["beta"], t["num_generations"], t["max_completion_length"], t["temperature"]) == (
+        2e-6, 0.04, 8, 768, 1.0)
+    assert cfg["video"]["train_frames"] == 16 and cfg["video"]["max_pixels"] == 128 * 28 * 28
+    assert cfg["eval"]["frames"] == [16, 32, 64] and cfg["eval"]["max_pixels"] == 256 * 28 * 28
+    assert (cfg["filter"]["k"], cfg["filter"]["low"], cfg["filter"]["high"]) == (8, 0.2, 0.8)
+    # every value carries its source: each key line of paper.yaml has a comment, or sits in a commented block
+    text = (ROOT / "config/paper.yaml").read_text().splitlines()
+    bare = [line for i, line in enumerate(text) if re.match(r"^\s*\w+: \S", line) and "#" not in line
+            and not any("#" in prev for prev in text[max(0, i - 3):i])]
+    assert not bare, bare
+
+
+def test_whole_paper_dag_dry_runs_in_seconds(paper_dry_run):
+    counts = job_counts(paper_dry_run.text)
+    cfg = paper_dry_run.cfg
+    ev = cfg["eval"]
+    assert counts["train"] == len(cfg["runs"]) == 28
+    assert set(ev["models"]) == {"sft", *cfg["runs"]}  # every run is trained and evaluated
+    assert counts["evaluate"] == len(ev["models"]) * len(ev["benchmarks"]) * len(ev["frames"])
+    for rule in ("world", "base_model", "sft", "difficulty_filter", "table1", "attribution_semantics",
+                 "fig2_key_tokens", "fig4_pos", "fig5_overlap", "fig6_wordclouds", "fig11_gradients",
+                 "fig12_positions"):
+        assert counts[rule] == 1, rule
+    trained = {j["wildcards"]["run"] for j in dry_run_jobs(paper_dry_run.text) if j["rule"] == "train"}
+    assert trained == set(cfg["runs"])
+    assert paper_dry_run.seconds < 10, f"dry run of the paper DAG took {paper_dry_run.seconds:.1f} s"
+
+
+def test_every_paper_job_has_its_resources_in_the_profile(paper_dry_run):
+    rules = {j["rule"] for j in dry_run_jobs(paper_dry_run.text)} - {"all"}
+    assert rules <= set(PROFILE["set-resources"]), sorted(rules - set(PROFILE["set-resources"]))
+    for job in dry_run_jobs(paper_dry_run.text):
+        if job["rule"] != "all":
+            assert job["resources"]["runtime"] > 0 and job["resources"]["mem_mb"] > 0, job
+
+
+def test_sbatch_lines_of_the_paper_jobs(paper_dry_run):
+    jobs = [j for j in dry_run_jobs(paper_dry_run.text) if j["rule"] != "all"]
+    by_rule = {}
+    for job in jobs:
+        line = sbatch_line(job)
+        by_rule.setdefault(job["rule"], []).append(line)
+        assert flag(line, "-t") and flag(line, "--mem"), line
+        assert "--ntasks-per-gpu" not in line, line  # tasks_per_gpu 0: one launcher per node, never one per GPU
+    # training: 4 nodes x 8 GPUs (paper Table 4: 32x H100), one task (launcher) per node, the rule run once (mpi)
+    train = [j for j in jobs if j["rule"] == "train"]
+    for job, line in zip(train, by_rule["train"]):
+        assert (flag(line, "--nodes"), flag(line, "--ntasks"), flag(line, "--gpus")) == ("4", "4", "32"), line
+        assert flag(line, "--cpus-per-task") == "64" and flag(line, "--mem") == "480000" and flag(line, "-t") == "720"
+        assert job_step(job) == "RULE"  # no `srun -n1` around it: scripts/launch.sh starts one torchrun per node
+    # evaluation: one GPU on one node; the job step runs the rule in one task holding that GPU
+    evaluate = [j for j in jobs if j["rule"] == "evaluate"]
+    for job, line in zip(evaluate, by_rule["evaluate"]):
+        assert (flag(line, "--nodes"), flag(line, "--gpus"), flag(line, "--ntasks")) == ("1", "1", None), line
+        step = job_step(job)
+        assert step.startswith("srun -n1 ") and flag(step, "--gpus") == "1" and flag(step, "--nodes") == "1", step
+    (line,) = by_rule["difficulty_filter"]
+    assert (flag(line, "--nodes"), flag(line, "--gpus")) == ("1", "8"), line
+    # CPU rules: no GPU, one task
+    for rule in ("world", "prepare_split", "base_model", "sft", "table1", "fig4_pos"):
+        for line in by_rule[rule]:
+            assert flag(line, "--gpus") is None and flag(line, "--ntasks") == "1", line
+
+
+def test_profile_has_the_settings_a_single_node_slurm_needs():
+    # shared/DESIGN.md section 5: with accounting off only squeue notices that a job ended
+    assert PROFILE["executor"] == "slurm" and PROFILE["configfile"] == "config/paper.yaml"
+    assert PROFILE["slurm-status-command"] == "squeue"
+    assert PROFILE["slurm-init-seconds-before-status-checks"] <= 10
+    assert PROFILE["rerun-incomplete"] is True and PROFILE["retries"] >= 1
+    assert PROFILE["replace-workflow-config"] is True
+
+
+# ---------------------------------------------------------------------------------------------------- launcher
+
+
+def test_launcher_starts_one_torchrun_per_node(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = hostnames ]; then printf "gpu01\\ngpu02\\ngpu03\\ngpu04\\n"; '
+        'else echo "JobId=$3 JobName=x"; echo "   NumNodes=4 NumCPUs=256 NumTasks=4"; '
+        'echo "   NodeList=gpu[01-04]"; fi\n')
+    (fake / "scontrol").chmod(0o755)
+    env = {**ENV, "PATH": f"{fake}{os.pathsep}{ENV['PATH']}", "VIDEOKTR_LAUNCH_PRINT": "1"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    launch = [str(ROOT / "scripts/launch.sh"), "train", "--name", "ktr"]
+
+    def run(**extra):
+        return subprocess.run(launch, env={**env, **extra}, capture_output=True, text=True, check=True).stdout.split()
+
+    multi = run(SLURM_JOB_ID="7", CUDA_VISIBLE_DEVICES="0,1,2,3,4,5,6,7")
+    assert multi[:5] == ["srun", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert "--nnodes=4" in multi and "--nproc-per-node=8" in multi and "--rdzv-endpoint=gpu01:29500" in multi
+    assert multi[-5:] == ["-m", "videoktr.cli", "train", "--name", "ktr"]
+    env["PATH"] = ENV["PATH"]  # no scontrol: not in a SLURM job
+    assert run(CUDA_VISIBLE_DEVICES="0,1") == [
+        "torchrun", "--standalone", "--nproc-per-node=2", "-m", "videoktr.cli", "train", "--name", "ktr"]
+    assert run(VIDEOKTR_GPUS_PER_NODE="0") == ["videoktr", "train", "--name", "ktr"]
+
+
+# ------------------------------------------------------------------------------------------ a real SLURM (slow)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A one-node SLURM on this machine with one placeholder GPU; stopped afterwards if this test started it."""
+    if not SLURM_LOCAL.exists():
+        pytest.skip("scripts/slurm-local.sh is missing")
+    env = {**ENV, "SLURM_LOCAL_GPUS": "1"}
+    was_up = subprocess.run([str(SLURM_LOCAL), "status"], env=env, capture_output=True).returncode == 0
+    start = subprocess.run([str(SLURM_LOCAL), "start"], env=env, capture_output=True, text=True, timeout=900)
+    if start.returncode != 0:
+        pytest.skip(f"a local SLURM could not be installed or started:\n{start.stdout[-2000:]}{start.stderr[-2000:]}")
+    conf = subprocess.run([str(SLURM_LOCAL), "env"], env=env, capture_output=True, text=True).stdout
+    yield {"SLURM_CONF": conf.strip().split("=", 1)[1]}
+    if not was_up:
+        subprocess.run([str(SLURM_LOCAL), "stop"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_tiny_jobs_run_through_the_slurm_profile(tmp_path, slurm_cluster):
+    assert shutil.which("sbatch"), "slurm-local.sh start succeeded but sbatch is not on PATH"
+    wd = workdir(tmp_path)
+    # The tiny world replaces the paper config; small enough for a few minutes on 2 shared cores.
+    (wd / "small.yaml").write_text(yaml.safe_dump({
+        "world": {"n_train": 64, "n_eval": 8},
+        "sft": {"epochs": 1},
+        "eval": {"models": ["sft"], "benchmarks": ["tiny_appearance"], "frames": [4], "max_new_tokens": 16},
+    }))
+    target = "results/tiny/eval/sft/tiny_appearance/f4.summary.json"
+    env = {**ENV, **slurm_cluster}
+    # The paper's resources do not fit this 2-CPU node: the same kinds of request, scaled down. The evaluation keeps
+    # the paper profile's GPU request (one GPU, one launcher), met by the node's placeholder GPU.
+    res = snakemake(
+        target, "--profile", "profiles/slurm", "--configfile", "config/config.yaml", "small.yaml",
+        "--jobs", "2", "--retries", "0",
+        "--default-resources", "runtime=15", "mem_mb=2000", "cpus_per_task=1", "nodes=1", "tasks=1",
+        "--set-resources", "evaluate:gpu=1", "evaluate:tasks_per_gpu=0",
+        cwd=wd, env=env, timeout=900)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-5000:]
+    assert "Config file config/config.yaml is replaced" in log or "replaced" in log
+    summary = json.loads((wd / target).read_text())
+    assert summary["questions"] == 8 and summary["answered"] == 8, summary
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert not (wd / "results/paper").exists()  # the paper config did not leak in
+    # Every job went through sbatch: one SLURM log per job (the profile keeps them), named by the SLURM job id.
+    logs = {p.relative_to(wd / ".snakemake/slurm_logs").parts[0]: p
+            for p in (wd / ".snakemake/slurm_logs").rglob("*.log")}
+    assert set(logs) == {f"rule_{r}" for r in ("world", "prepare_split", "base_model", "sft", "evaluate")}, logs
+    job_id = logs["rule_evaluate"].stem
+    show = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True).stdout
+    if show:  # finished jobs stay visible for MinJobAge (300 s in slurm-local.sh's slurm.conf)
+        assert "NumNodes=1" in show and re.search(r"gpu[:=]1", show), show
+        assert "JobState=COMPLETED" in show, show
