@@ -490,17 +490,7 @@ def _tiny_subtask(record: dict) -> str:
 
 def load_tiny(records_path: Path, media_root: Path) -> Loaded:
     """The tiny world's eval_*.json: Video-R1 records, subtask = last part of data_source (as before)."""
-    rows = _rows(records_path, "*.json")
-
-    def convert(row, i):
-        if not isinstance(row, dict):
-            raise BadRecord(f"not a JSON object but {type(row).__name__}")
-        missing = [k for k in VIDEO_R1_REQUIRED if k not in row]
-        if missing:
-            raise BadRecord(f"missing field(s) {', '.join(missing)}")
-        return dict(row, problem_id=str(row["problem_id"]), subtask=_tiny_subtask(row))
-
-    return _convert(rows, convert, "tiny", lambda r, i: r.get("problem_id", f"#{i}"), _tiny_subtask)
+    return load_video_r1(records_path, media_root, name="tiny", subtask=_tiny_subtask)
 
 
 def load_video_holmes(records_path: Path, media_root: Path) -> Loaded:
