@@ -88,4 +88,4 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     assert (out / "models/ktr/config.json").exists()
     assert 0.19 <= metrics["log_history"][0]["ktr/union_share"] <= 0.61
     semantics = json.loads((out / "analysis/attribution_semantics.json").read_text())
-    assert set(semantics["signals"]) == {"E", "V", "T"} and semantics["tokens"] > 0
+    assert set(semantics["signals"]) == {"E", "V", "T"} and semantics["words"] > 0
