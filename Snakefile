@@ -22,6 +22,7 @@ include: "workflow/rules/eval.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/bench.smk"  # a target of its own (minutes): results/<run_name>/bench/attribution.json
 
 
 rule all:

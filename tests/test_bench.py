@@ -4,7 +4,7 @@ import json
 import math
 
 from conftest import VIDEO_CFG, records
-from videoktr.bench import PAPER, TARGETS, run_benchmark
+from videoktr.bench import PAPER, TARGETS, Lockstep, _rng_state, run_benchmark
 
 TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2, "max_completion_length": 8,
          "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1}
@@ -25,14 +25,54 @@ def test_benchmark_writes_ratios_memory_and_figure(world, tiny_model_dir, tmp_pa
     assert (row["frames"], row["completion_length"]) == (16, 6)
     assert row["completion_tokens"] == [6]  # completions are forced to the asked length
     assert row["batches_identical"]  # lr 0: both trainers sampled the same tokens
-    for key in ("time_ratio", "time_ratio_median", "attribution_share", "memory_ratio", "memory_ratio_whole_process",
-                "time_ratio_separate_processes"):
+    for key in ("time_ratio", "time_ratio_median", "time_ratio_within_step", "attribution_share", "memory_ratio"):
         assert _positive(row[key]), (key, row[key])
     assert row["attribution_share"] < 1
     assert "attribution" in row["ktr"]["phases_seconds_mean"] and "attribution" not in row["grpo"]["phases_seconds_mean"]
     assert "attribution/backbone" in row["ktr"]["phases_seconds_mean"]  # its decoder passes
     for method in ("grpo", "ktr"):
         assert len(row[method]["step_seconds"]) == 1  # two steps, the first is the warm-up
-        assert row[f"memory_{method}"]["peak_rss_mib"] > row[f"memory_{method}"]["peak_above_imports_mib"] > 0
+        mem = row[f"memory_{method}"]
+        assert mem["peak_rss_mib"] > mem["peak_above_imports_mib"] > 0
+        assert mem["peak_training_mib"] >= mem["rss_train_start_mib"] > mem["rss_after_imports_mib"]
+        if row["memory_ratio_basis"] == "torch_peak_allocated_mib":  # CPU: from the profiler's allocation events
+            assert mem["torch_peak_allocated_mib"] > mem["torch_static_mib"] > 0
+            assert "backward" in mem["torch_peak_by_phase_mib"]
+    if row["memory_ratio_basis"] == "torch_peak_allocated_mib":
+        assert _positive(row["memory_ratio_training"])
+        assert "attribution" in row["memory_ktr"]["torch_peak_by_phase_mib"]
+    assert report["time_ratio_max"] == row["time_ratio"] and isinstance(report["time_ratio_meets_target"], bool)
+    assert report["settings"]["timed_steps"] == 1 and report["method"]["memory"]
     assert out.with_suffix(".png").stat().st_size > 0
     assert not list(out.parent.glob("bench_*"))  # scratch folder removed
+
+
+def test_lockstep_alternates_steps_and_keeps_each_threads_random_stream():
+    import threading
+
+    import torch
+
+    torch.manual_seed(0)
+    start = _rng_state()
+    alone = torch.rand(3).tolist()  # what one trainer draws over three steps on its own
+    lockstep, order, draws = Lockstep(["a", "b"], {"a": start, "b": start}), [], {"a": [], "b": []}
+    done = threading.Barrier(2)
+
+    def body(name):
+        lockstep.acquire(name)
+        for step in range(3):
+            if step:
+                lockstep.release(name)
+                lockstep.acquire(name)
+            order.append(name)
+            draws[name].append(torch.rand(1).item())
+        lockstep.release(name, finished=True)
+        done.wait()
+
+    threads = [threading.Thread(target=body, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert order == list("ababab")
+    assert draws["a"] == draws["b"] == alone
