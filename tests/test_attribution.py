@@ -95,3 +95,61 @@ def test_trainer_scores_equal_the_direct_reference(world, tiny_model_dir, tmp_pa
     assert torch.allclose(scores["V"], (full - zero).abs(), atol=1e-5)
     assert torch.allclose(scores["T"], (full - shuf).abs(), atol=1e-5)
     assert scores["V"].max() > 1e-4 and scores["T"].max() > 1e-6  # the perturbations do move the log-probs
+
+
+def _row_logps(model, ids, videos, n, frames=None):
+    """Log-probs of the last n tokens and entropies, one unpadded row through the plain model."""
+    with torch.no_grad():
+        logp = model(input_ids=ids[None], mm_token_type_ids=(ids == model.config.video_token_id).long()[None] * 2,
+                     **videos).logits[0, -n - 1:-1].log_softmax(-1)
+    return logp.gather(-1, ids[-n:, None])[:, 0], -(logp.exp() * logp).sum(-1)
+
+
+def test_shared_prompt_passes_equal_per_row_reference_on_a_padded_batch(world, tiny_model_dir, tmp_path):
+    """Two questions x two rollouts of different lengths: the group-shared prompt cache, the reuse of generation's
+    vision features and the batched variants give every row the scores of its own plain forward (1e-5)."""
+    trainer = ktr_trainer(world, tiny_model_dir, tmp_path, chunk=4)
+    proc, plain = trainer.processing_class, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    recs = records(world)[:2]
+    frames = [load_frames(r, world, VIDEO_CFG) for r in recs]
+    prompts = encode(proc, [prompt_text(proc, r) for r in recs for _ in range(2)],
+                     [f for f in frames for _ in range(2)], VIDEO_CFG["fps"], padding_side="left")
+    texts = [sft_target(r) + "<|im_end|>" for r in recs]
+    completions = [proc.tokenizer(t)["input_ids"] for t in texts]
+    completions = [c for full in completions for c in (full, full[: len(full) // 2])]  # 2 rollouts per question
+    n = max(map(len, completions))
+    cids = torch.tensor([c + [proc.tokenizer.pad_token_id] * (n - len(c)) for c in completions])
+    cmask = torch.tensor([[1] * len(c) + [0] * (n - len(c)) for c in completions])
+    output = {"prompt_ids": prompts["input_ids"], "prompt_mask": prompts["attention_mask"], "completion_ids": cids,
+              "completion_mask": cmask}
+    trainer._videos = split_videos(prompts)
+    scores = trainer.attribution_scores(output)
+    # the vision features generation kept give the same scores as the attribution's own encoder run
+    trainer._perm_rng.manual_seed(0)
+    trainer._generation_features = plain.model.visual(prompts["pixel_values_videos"],
+                                                      grid_thw=prompts["video_grid_thw"]).pooler_output
+    again = trainer.attribution_scores(output)
+    for key in scores:
+        assert torch.allclose(scores[key], again[key], atol=1e-6)
+
+    rng = torch.Generator().manual_seed(0)
+    perms = [temporal_permutation(8, rng) for _ in recs]  # one draw per question group, in batch order
+    zero = plain.model.visual.register_forward_hook(
+        lambda mod, args, out: out.__class__(**{**out, "pooler_output": torch.zeros_like(out.pooler_output)}))
+    for row, completion in enumerate(completions):
+        q, m = row // 2, len(completion)
+        ids = torch.cat([prompts["input_ids"][row][prompts["attention_mask"][row].bool()], torch.tensor(completion)])
+        clip = encode(proc, [prompt_text(proc, recs[q])], [frames[q]], VIDEO_CFG["fps"])
+        shuffled = frames[q].reshape(8, 2, *frames[q].shape[1:])[perms[q].numpy()].reshape(frames[q].shape)
+        shuf_clip = encode(proc, [prompt_text(proc, recs[q])], [shuffled], VIDEO_CFG["fps"])
+        videos = lambda c: {k: c[k] for k in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")}
+        zero.remove()
+        full, entropy = _row_logps(plain, ids, videos(clip), m)
+        shuf, _ = _row_logps(plain, ids, videos(shuf_clip), m)
+        zero = plain.model.visual.register_forward_hook(
+            lambda mod, args, out: out.__class__(**{**out, "pooler_output": torch.zeros_like(out.pooler_output)}))
+        blind, _ = _row_logps(plain, ids, videos(clip), m)
+        assert torch.allclose(scores["E"][row, :m], entropy, atol=1e-5)
+        assert torch.allclose(scores["V"][row, :m], (full - blind).abs(), atol=1e-5)
+        assert torch.allclose(scores["T"][row, :m], (full - shuf).abs(), atol=1e-5)
+    zero.remove()

@@ -141,19 +141,20 @@ class KTRSettings:
     chunk: int = 64  # completion positions per vocabulary projection
 
 
-def completion_scores(model, hidden: torch.Tensor, perturbed: list[torch.Tensor], ids: torch.Tensor, n: int,
+def completion_scores(model, full: torch.Tensor, perturbed: list[torch.Tensor], targets: torch.Tensor,
                       cfg: KTRSettings, temperature: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Entropy of the full pass and one shift score per perturbed pass, for the last `n` (completion) tokens.
+    """Entropy of the full pass and one shift score per perturbed pass for each completion token.
 
-    The vocabulary projection runs `cfg.chunk` positions at a time: full [B, L, V] logits are never held.
+    `full` and each of `perturbed` are the hidden states that predict the completion tokens `targets` ([B, n, D]
+    and [B, n]). The vocabulary projection runs `cfg.chunk` positions at a time: full [B, n, V] logits are never held.
     """
-    targets = ids[:, -n:, None]
+    n = targets.size(1)
     entropy, shifts = [], [[] for _ in perturbed]
     for start in range(0, n, cfg.chunk):
-        sl = slice(-n - 1 + start, -1 if start + cfg.chunk >= n else -n - 1 + start + cfg.chunk)
-        logp = (model.lm_head(hidden[:, sl]) / temperature).log_softmax(-1)
+        sl = slice(start, start + cfg.chunk)
+        logp = (model.lm_head(full[:, sl]) / temperature).log_softmax(-1)
         entropy.append(-(logp.exp() * logp).sum(-1))
-        tgt = targets[:, start:start + cfg.chunk]
+        tgt = targets[:, sl, None]
         for out, h in zip(shifts, perturbed):
             logq = (model.lm_head(h[:, sl]) / temperature).log_softmax(-1)
             if cfg.distance == "logprob":
@@ -163,11 +164,31 @@ def completion_scores(model, hidden: torch.Tensor, perturbed: list[torch.Tensor]
     return torch.cat(entropy, 1), [torch.cat(x, 1) for x in shifts]
 
 
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, videos: list[dict]) -> tuple[list, torch.Tensor]:
+    """Rows with the same prompt and clip (the rollouts of one question): one representative row per group, and
+    each row's group index."""
+    reps, inverse = [], []
+    for i in range(prompt_ids.size(0)):
+        for g, r in enumerate(reps):
+            if torch.equal(prompt_ids[i], prompt_ids[r]) and torch.equal(prompt_mask[i], prompt_mask[r]) and \
+                    torch.equal(videos[i]["pixel_values_videos"], videos[r]["pixel_values_videos"]):
+                inverse.append(g)
+                break
+        else:
+            inverse.append(len(reps))
+            reps.append(i)
+    return reps, torch.tensor(inverse, dtype=torch.long, device=prompt_ids.device)
+
+
 class KTRTrainer(VideoGRPOTrainer):
     """Video-KTR: only key tokens (top r% by visual, temporal or entropy score, united) carry the loss.
 
-    Both counterfactual passes reuse the policy's vision features (no second encoder run) and the full pass's
-    M-RoPE positions, and run as one batched no-grad decoder forward.
+    The attribution passes cost little beside a GRPO step:
+    - the clips are encoded once, by generation: its vision features are kept and perturbed (no second encoder run);
+    - rollouts of one question share their prompt: each variant's prompt (full, visual, temporal counterfactual)
+      runs once per group and its KV cache serves the group's completions;
+    - the variants run together, as one batched no-grad decoder forward for prompts and one for completions, with
+      the full pass's M-RoPE positions; the vocabulary projection is chunked.
     """
 
     def __init__(self, *args, ktr: KTRSettings | None = None, token_log_dir: Path | None = None,
@@ -178,55 +199,82 @@ class KTRTrainer(VideoGRPOTrainer):
         self.diagnostics_every = diagnostics_every
         self.gradient_rows: list[dict] = []
         self._perm_rng = torch.Generator().manual_seed(self.args.seed)
+        self._generation_features: torch.Tensor | None = None
 
     # -- scores -----------------------------------------------------------------------------------------------
+    def video_features(self, model, reps: list[int]) -> list[torch.Tensor]:
+        """Vision features of the representative rows' clips: generation's when it ran here, else one encoder run."""
+        sizes = [int(v["video_grid_thw"].prod()) // model.model.visual.spatial_merge_size ** 2 for v in self._videos]
+        kept = self._generation_features
+        if kept is not None and kept.size(0) == sum(sizes):
+            per_clip = torch.split(kept, sizes)
+            return [per_clip[r] for r in reps]
+        videos = join_videos([self._videos[r] for r in reps])
+        return list(model.model.get_video_features(videos["pixel_values_videos"], videos["video_grid_thw"]).pooler_output)
+
     @torch.no_grad()
     def attribution_scores(self, output: dict) -> dict[str, torch.Tensor]:
         """Visual, temporal and entropy scores per completion token of the batch in flight."""
-        cfg, model = self.ktr, self.accelerator.unwrap_model(self.model)
-        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-        mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        n = output["completion_ids"].size(1)
+        model = self.accelerator.unwrap_model(self.model)
+        training = model.training
+        model.eval()  # in training mode, gradient checkpointing would switch the KV cache off
+        try:
+            return self._attribution_scores(model, output)
+        finally:
+            model.train(training)
+
+    def _attribution_scores(self, model, output: dict) -> dict[str, torch.Tensor]:
+        cfg = self.ktr
+        pids, pmask = output["prompt_ids"], output["prompt_mask"]
+        cids, cmask = output["completion_ids"], output["completion_mask"]
+        ids, mask = torch.cat([pids, cids], dim=1), torch.cat([pmask, cmask], dim=1)
+        p = pids.size(1)
         videos = join_videos(self._videos)
-        feats = list(model.model.get_video_features(videos["pixel_values_videos"],
-                                                    videos["video_grid_thw"]).pooler_output)
         positions, _ = model.model.get_rope_index(ids, mm_token_type_ids(ids, model.config),
                                                   video_grid_thw=videos["video_grid_thw"],
                                                   second_per_grid_ts=videos["second_per_grid_ts"], attention_mask=mask)
+        reps, group = prompt_groups(pids, pmask, self._videos)
+        feats = self.video_features(model, reps)
+        rep_mask = pmask[reps]
 
-        def hidden(feature_list, attention, pos, vids):
-            return model.model(input_ids=ids.repeat(len(feature_list) // len(feats), 1), attention_mask=attention,
-                               position_ids=pos, mm_token_type_ids=mm_token_type_ids(ids, model.config),
-                               video_grid_thw=vids["video_grid_thw"], second_per_grid_ts=vids["second_per_grid_ts"],
-                               mm_encoder_outputs={"video": BaseModelOutputWithPooling(pooler_output=tuple(feature_list))}
-                               ).last_hidden_state
-
-        full = hidden(feats, mask, positions, videos)
-        variants, masks = [], []
+        # each variant: the representatives' video features and prompt attention mask
+        variants = [(feats, rep_mask)]
         if "V" in cfg.signals:
-            if cfg.visual_mode == "drop_attention":
-                variants.append(feats)
-                masks.append(mask.masked_fill(ids == model.config.video_token_id, 0))
-            else:
-                variants.append(visual_perturbation(feats, cfg.visual_perturbation, self._perm_rng,
-                                                    self.num_generations))
-                masks.append(mask)
+            if cfg.visual_mode == "drop_attention":  # the authors' code: vision tokens leave the attention mask
+                variants.append((feats, rep_mask.masked_fill(pids[reps] == model.config.video_token_id, 0)))
+            else:  # one draw per question group, shared by its rollouts
+                variants.append((visual_perturbation(feats, cfg.visual_perturbation, self._perm_rng, 1), rep_mask))
         if "T" in cfg.signals:
             merge = model.model.visual.spatial_merge_size
-            variants.append([permute_slices(f, g, temporal_permutation(int(g[0]), self._perm_rng,
-                                                                       cfg.temporal_perturbation), merge)
-                             for f, g in zip(feats, videos["video_grid_thw"])])
-            masks.append(mask)
-        perturbed = []
-        if variants:  # every counterfactual in one batched decoder forward
-            k = len(variants)
-            h = hidden([f for v in variants for f in v], torch.cat(masks), positions.repeat(1, k, 1),
-                       {key: val.repeat(k, *[1] * (val.dim() - 1)) for key, val in videos.items()})
-            perturbed = list(h.chunk(k))
-        entropy, shifts = completion_scores(model, full, perturbed, ids, n, cfg, self.temperature)
+            grids = videos["video_grid_thw"][reps]
+            variants.append(([permute_slices(f, g, temporal_permutation(int(g[0]), self._perm_rng,
+                                                                        cfg.temporal_perturbation), merge)
+                              for f, g in zip(feats, grids)], rep_mask))
+        k, u = len(variants), len(reps)
+
+        # prompts: k x groups rows, one forward, its KV cache kept
+        rep_videos = {key: val[reps].repeat(k, *[1] * (val.dim() - 1)) for key, val in videos.items()
+                      if key != "pixel_values_videos"}
+        prompt_ids = pids[reps].repeat(k, 1)
+        prefix = model.model(input_ids=prompt_ids, attention_mask=torch.cat([m for _, m in variants]),
+                             position_ids=positions[:, reps, :p].repeat(1, k, 1),
+                             mm_token_type_ids=mm_token_type_ids(prompt_ids, model.config), use_cache=True,
+                             mm_encoder_outputs={"video": BaseModelOutputWithPooling(
+                                 pooler_output=tuple(f for fs, _ in variants for f in fs))},
+                             **rep_videos)
+        # completions: each row continues its group's cached prompt, per variant
+        rows = (torch.arange(k, device=group.device)[:, None] * u + group[None]).flatten()
+        cache = prefix.past_key_values
+        cache.batch_select_indices(rows)
+        cont = model.model.language_model(
+            input_ids=cids.repeat(k, 1), past_key_values=cache, use_cache=True,
+            attention_mask=torch.cat([torch.cat([m[group], cmask], dim=1) for _, m in variants]),
+            position_ids=positions[:, :, p:].repeat(1, k, 1)).last_hidden_state
+        # the hidden state before each completion token predicts it: the prompt's last, then the completion's own
+        predictive = torch.cat([prefix.last_hidden_state[rows, -1:], cont[:, :-1]], dim=1).chunk(k)
+        entropy, shifts = completion_scores(model, predictive[0], list(predictive[1:]), cids, cfg, self.temperature)
         scores = {"E": entropy}
-        names = [s for s in ("V", "T") if s in cfg.signals]
-        scores.update(zip(names, shifts))
+        scores.update(zip([s for s in ("V", "T") if s in cfg.signals], shifts))
         return scores
 
     # -- selection --------------------------------------------------------------------------------------------
@@ -241,7 +289,16 @@ class KTRTrainer(VideoGRPOTrainer):
         return key_token_masks({k: scores[k] for k in cfg.signals}, valid, cfg.ratio, groups, cfg.signals)
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        # keep the vision features of generation's prefill (the batch's first encoder run) for the attribution
+        kept = []
+        visual = self.accelerator.unwrap_model(self.model).model.visual
+        hook = visual.register_forward_hook(lambda mod, args, out: kept.append(out.pooler_output.detach())
+                                            if not kept else None)
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            hook.remove()
+        self._generation_features = kept[0] if kept else None
         cfg = self.ktr
         valid = output["completion_mask"].bool()
         scores = self.attribution_scores(output)
