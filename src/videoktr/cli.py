@@ -130,6 +130,106 @@ def cmd_semantics(a, cfg):
     _write_json(a.out, result)
 
 
+def cmd_fetch(a, cfg):
+    """Download (or link from a mirror) one hub source's records, media archives or model files; check them."""
+    from videoktr.hub import BadDownload, HubUnavailable, extract, fetch, write_manifest
+
+    src = cfg["source"]
+    patterns = {"records": [src.get("records")], "media": src.get("media") or [],
+                "model": src.get("files") or ["*"]}[a.what]
+    try:
+        manifest = fetch(src, patterns, Path(a.download_dir), mirror=cfg.get("mirror"), retries=cfg.get("retries", 3))
+        if a.what == "media":
+            archives = [Path(a.download_dir) / n for n in manifest["files"] if n.endswith(".zip")]
+            manifest["extracted_now"] = extract(archives, Path(a.download_dir))
+    except (HubUnavailable, BadDownload) as err:
+        raise SystemExit(f"videoktr fetch: {err}") from None
+    out = Path(a.out)
+    if a.what == "records":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.unlink(missing_ok=True)
+        out.symlink_to((Path(a.download_dir) / src["records"]).resolve())
+    elif a.what == "model":  # file by file, so that deleting the rule output never deletes the download
+        for name in manifest["files"]:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).unlink(missing_ok=True)
+            (out / name).symlink_to((Path(a.download_dir) / name).resolve())
+        if not (out / "config.json").is_file():
+            raise SystemExit(f"videoktr fetch: {src['repo']} has no config.json: not a model checkpoint")
+    write_manifest(a.manifest, manifest)
+    log.info("%s: %d file(s) at %s (%d checked against a known sha256)", src["repo"], len(manifest["files"]),
+             manifest["commit"] or "the mirror", sum(f["checked"] for f in manifest["files"].values()))
+
+
+def cmd_hub_records(a, cfg):
+    """The paper's datasets, converted to the records of every later step; clips under one folder."""
+    from videoktr.hub import BadDownload, training_records
+
+    sources = cfg["data"]["hub"]
+    hub = Path(a.hub_dir)
+    try:
+        records, stats = training_records(sources, {n: hub / n / "records.json" for n in sources},
+                                          {n: hub / n / "files" for n in sources}, Path(a.videos))
+    except BadDownload as err:
+        raise SystemExit(f"videoktr hub-records: {err}") from None
+    log.info("hub records: %s", json.dumps(stats))
+    _write_json(a.out, records)
+
+
+def cmd_filter_shard(a, cfg):
+    """One shard of the difficulty filter (resumable through --partial)."""
+    from videoktr.filtering import check_backend, run_shard, select_questions, shard_of
+    from videoktr.generation import BackendUnavailable, make_backend
+    from videoktr.records import load_json_records
+
+    f, v = cfg["filter"], cfg["video"]
+    try:
+        check_backend(f["backend"])
+        backend = make_backend(f["backend"], a.model, seed=cfg["seed"], eval_cfg={"vllm": f.get("vllm") or {}})
+    except BackendUnavailable as err:
+        raise SystemExit(f"videoktr filter-shard: {err}") from None
+    records = shard_of(select_questions(load_json_records(a.records), f["max_questions"], cfg["seed"]), int(a.shard),
+                       f["shards"])
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    acc = run_shard(backend, records, a.data_dir, Path(a.partial), Path(a.out), k=f["k"], temperature=f["temperature"],
+                    max_new_tokens=f["max_new_tokens"], batch_size=f["batch_size"], video_cfg=v)
+    log.info("filter shard %s of %d: %d questions scored", a.shard, f["shards"], len(acc))
+
+
+def cmd_filter_gather(a, cfg):
+    """Merge the filter shards: accuracy.jsonl, the kept questions and the accuracy histogram (PNG + CSV)."""
+    from videoktr.filtering import accuracy_histogram, gather, keep_in_band, select_questions
+    from videoktr.records import load_json_records
+
+    f = cfg["filter"]
+    records = select_questions(load_json_records(a.records), f["max_questions"], cfg["seed"])
+    try:
+        accuracy = gather([Path(p) for p in a.shards], records, Path(a.scores))
+    except ValueError as err:
+        raise SystemExit(f"videoktr filter-gather: {err}") from None
+    accuracy_histogram(accuracy, f["k"], f["low"], f["high"], Path(a.png), Path(a.csv))
+    keep = keep_in_band(accuracy, f["low"], f["high"])
+    kept = [r for r in records if r["problem_id"] in keep]
+    log.info("difficulty filter kept %d of %d questions (accuracy in [%s, %s])", len(kept), len(records), f["low"],
+             f["high"])
+    if not kept:
+        raise SystemExit(f"difficulty filter kept no question of {len(records)}: widen filter.low/filter.high")
+    _write_json(a.out, kept)
+
+
+def cmd_preflight(a, cfg):
+    """Before the long jobs of a GPU study: stop with one line if a GPU part cannot run here."""
+    from videoktr.preflight import problems
+
+    found = problems(cfg)
+    for p in found:
+        log.error("preflight: %s", p)
+    if found:
+        more = f" (and {len(found) - 1} more problem(s), see the log)" if len(found) > 1 else ""
+        raise SystemExit(f"videoktr preflight: {found[0]}{more}")
+    _write_json(a.out, {"ok": True})
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="videoktr", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -140,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
         for arg in args:
             kind = int if arg == "frames" else str
             s.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=True, type=kind,
-                           nargs="+" if arg == "summaries" else None)
+                           nargs="+" if arg in ("summaries", "shards") else None)
         s.set_defaults(fn=fn)
 
     add("world", cmd_world, "out")
@@ -152,6 +252,11 @@ def parser() -> argparse.ArgumentParser:
     add("evaluate", cmd_evaluate, "model", "name", "benchmark", "records", "data_dir", "frames", "predictions", "out")
     add("table1", cmd_table1, "summaries", "csv", "md")
     add("semantics", cmd_semantics, "token_log", "out")
+    add("fetch", cmd_fetch, "what", "download_dir", "out", "manifest")
+    add("hub-records", cmd_hub_records, "hub_dir", "out", "videos")
+    add("filter-shard", cmd_filter_shard, "model", "records", "data_dir", "shard", "partial", "out")
+    add("filter-gather", cmd_filter_gather, "records", "shards", "scores", "png", "csv", "out")
+    add("preflight", cmd_preflight, "out")
     return p
 
 

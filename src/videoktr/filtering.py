@@ -47,3 +47,105 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
                 out.write(json.dumps({"problem_id": r["problem_id"], "accuracy": acc, "samples": samples}) + "\n")
             out.flush()
     return accuracy
+
+
+# ----------------------------------------------------------------------------- sharded filtering (scatter/gather)
+
+
+def select_questions(records: list[dict], max_questions: int | None, seed: int) -> list[dict]:
+    """A seeded subset of `max_questions` questions (order kept), or all of them."""
+    import random
+
+    if not max_questions or len(records) <= max_questions:
+        return records
+    keep = set(random.Random(seed).sample(range(len(records)), max_questions))
+    return [r for i, r in enumerate(records) if i in keep]
+
+
+def shard_of(records: list[dict], index: int, shards: int) -> list[dict]:
+    """Shard `index` of `shards`: every `shards`-th question, so shards get equal shares of every data source."""
+    if not 0 <= index < shards:
+        raise ValueError(f"shard {index} does not exist: there are {shards} shards (0..{shards - 1})")
+    return records[index::shards]
+
+
+def check_backend(kind: str, key: str = "filter.backend") -> None:
+    """Fail at once, with one line naming `key`, where the backend cannot run (vLLM: the package and a CUDA GPU)."""
+    from videoktr.generation import BackendUnavailable
+
+    if kind == "transformers":
+        return
+    if kind != "vllm":
+        raise BackendUnavailable(f"unknown {key} {kind!r}; expected 'transformers' or 'vllm'")
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(f"{key} 'vllm' needs a CUDA GPU and none is visible here; run this job on a GPU "
+                                 f"node or set {key}: transformers")
+    if importlib.util.find_spec("vllm") is None:
+        raise BackendUnavailable(f"{key} 'vllm' needs the vllm package, which is not installed here; use the "
+                                 f"train/eval conda env (envs/) or set {key}: transformers")
+
+
+def run_shard(backend, records: list[dict], data_dir: Path, partial: Path, out: Path, *, k: int, **sampling) -> dict:
+    """Score one shard into `partial` (appended as it goes: a killed shard resumes there), then write the shard's
+    rows, each question once and in shard order, to `out`."""
+    accuracy = run_filter(backend, records, data_dir, partial, k=k, **sampling)
+    rows = read_rows(partial, "problem_id")
+    tmp = Path(str(out) + ".tmp")
+    with open(tmp, "w") as f:
+        for r in records:
+            f.write(json.dumps(rows[r["problem_id"]]) + "\n")
+    tmp.replace(out)
+    return {r["problem_id"]: accuracy[r["problem_id"]] for r in records}
+
+
+def gather(shard_paths: list[Path], records: list[dict], scores_out: Path) -> dict:
+    """Merge the shards' rows into one JSONL (in record order); return id -> accuracy. A question scored in no
+    shard, or in two, is an error naming it."""
+    accuracy, rows = {}, {}
+    for path in shard_paths:
+        for pid, row in read_rows(path, "problem_id").items():
+            if pid in rows:
+                raise ValueError(f"question {pid} was scored in two shards ({path} and another): rerun the filter")
+            rows[pid] = row
+    wanted = [r["problem_id"] for r in records if r["problem_id"] in rows]
+    missing = [r["problem_id"] for r in records if r["problem_id"] not in rows]
+    if missing:
+        raise ValueError(f"{len(missing)} question(s) were scored in no shard, e.g. {missing[0]}: filter.shards or "
+                         f"the records changed; rerun the filter shards")
+    with open(scores_out, "w") as f:
+        for pid in wanted:
+            f.write(json.dumps(rows[pid]) + "\n")
+            accuracy[pid] = rows[pid]["accuracy"]
+    return accuracy
+
+
+def accuracy_histogram(accuracy: dict, k: int, low: float, high: float, png: Path, csv: Path) -> list[dict]:
+    """Questions per accuracy level (0, 1/k, ..., 1) with the kept band marked: a CSV of the counts and a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = [j / k for j in range(k + 1)]
+    counts = [0] * (k + 1)
+    for acc in accuracy.values():
+        counts[round(acc * k)] += 1
+    table = [{"accuracy": round(a, 6), "correct_of_k": j, "questions": c, "kept": low <= a <= high}
+             for j, (a, c) in enumerate(zip(levels, counts))]
+    Path(csv).write_text("accuracy,correct_of_k,questions,kept\n" + "".join(
+        f"{r['accuracy']},{r['correct_of_k']},{r['questions']},{str(r['kept']).lower()}\n" for r in table))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(range(k + 1), counts, color=["tab:blue" if r["kept"] else "tab:gray" for r in table])
+    ax.set_xticks(range(k + 1), [f"{j}/{k}" for j in range(k + 1)])
+    ax.set_xlabel(f"correct samples of {k} (SFT model)")
+    ax.set_ylabel("questions")
+    kept = sum(r["questions"] for r in table if r["kept"])
+    ax.set_title(f"Difficulty filter: {kept} of {len(accuracy)} kept (accuracy in [{low:g}, {high:g}])", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=150)
+    plt.close(fig)
+    return table

@@ -15,6 +15,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig
 
 from videoktr.baselines import TGRPOTrainer, TWGRPOTrainer
+from videoktr.cost import CostMeter
 from videoktr.inputs import conversation
 from videoktr.rewards import format_reward, score
 from videoktr.tiny_model import vision_token_ids
@@ -75,6 +76,29 @@ def to_dataset(records: list[dict]) -> Dataset:
 
 
 def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run_name: str = "") -> GRPOConfig:
+    """TRL's GRPOConfig from the config's `train` section. `train.deepspeed` (a DeepSpeed JSON such as
+    config/deepspeed/zero3.json) and `train.use_vllm` (vLLM rollouts, TRL colocate mode) need CUDA and their packages:
+    without them this stops at once with one line naming the key."""
+    cuda = torch.cuda.is_available()
+    deepspeed = train.get("deepspeed")
+    if deepspeed:
+        import importlib.util
+
+        if not Path(deepspeed).is_file():
+            raise SystemExit(f"train.deepspeed: {deepspeed} is not a file (e.g. config/deepspeed/zero3.json)")
+        if not cuda or importlib.util.find_spec("deepspeed") is None:
+            why = "no CUDA GPU is visible here" if not cuda else "the deepspeed package is not installed"
+            raise SystemExit(f"train.deepspeed ({deepspeed}) needs CUDA GPUs and deepspeed, but {why}; run on the "
+                             f"GPU nodes (envs/train.yaml) or set train.deepspeed: null")
+    vllm = {}
+    if train.get("use_vllm"):
+        import importlib.util
+
+        if not cuda or importlib.util.find_spec("vllm") is None:
+            why = "no CUDA GPU is visible here" if not cuda else "the vllm package is not installed"
+            raise SystemExit(f"train.use_vllm needs a CUDA GPU and vllm, but {why}; run on the GPU nodes "
+                             f"(envs/train.yaml) or set train.use_vllm: false")
+        vllm = dict(use_vllm=True, vllm_mode="colocate")
     return GRPOConfig(
         output_dir=str(Path(work_dir) / "checkpoints"),
         learning_rate=train["lr"],
@@ -92,11 +116,13 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run
         generation_kwargs={"suppress_tokens": suppress},
         report_to=[],
         run_name=run_name,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not cuda,
         # TRL turns bf16 on by default; on a CPU without native bf16 every matmul is emulated (backward ~15x slower)
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        bf16=cuda and torch.cuda.is_bf16_supported(),
         # multi-process on CPU (torchrun) talks over gloo
-        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        deepspeed=deepspeed or None,
+        **vllm,
         seed=seed,
         data_seed=seed,
         remove_unused_columns=False,
@@ -157,6 +183,8 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         trainer = VideoGRPOTrainer(**common)
     for callback in callbacks:
         trainer.add_callback(callback)
+    cost = CostMeter(trainer)  # Table 4: time, memory, throughput, forward latency and FLOPs of this very run
+    trainer.add_callback(cost)
     # Checkpoints live outside the rule's outputs: a rerun after a kill resumes from the newest one.
     if trainer.accelerator.is_main_process:
         prepare_work_dir(work_dir, {"run": run, "model": str(model_dir), "records": len(records), "seed": seed})
@@ -171,7 +199,7 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
     metrics = {
         "run": name, "method": run["method"], "global_step": trainer.state.global_step,
         "train_loss": result.training_loss, "resumed_from": last,
-        "unparseable_answers": accuracy.unparseable, "scored_answers": accuracy.seen,
+        "unparseable_answers": accuracy.unparseable, "scored_answers": accuracy.seen, "cost": cost.summary(),
         "log_history": trainer.state.log_history,
     }
     return metrics
