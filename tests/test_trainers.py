@@ -141,3 +141,23 @@ def test_soft_weights_scale_advantages_with_mean_one(world, tiny_model_dir, tmp_
     out = trainer._generate_and_score_completions(_rows(world, trainer))
     assert out["advantages"].dim() == 2 and "tool_mask" not in out
     assert torch.isfinite(trainer._compute_loss(trainer.model, out))
+
+
+def test_cost_meter_measures_time_memory_and_forward_flops_of_a_run(world, tiny_model_dir, tmp_path):
+    """Table 4's numbers come from the run itself: KTR's attribution passes show as more forward FLOPs and time."""
+    from videoktr.rl import train_run
+
+    recs = records(world)[:4]
+    cost = {}
+    for method in ("grpo", "ktr"):
+        run = {"method": method, "ratio": 0.2, "signals": ["E", "V", "T"],
+               "train": dict(TRAIN, max_steps=2, save_steps=10, max_completion_length=6, diagnostics_every=0)}
+        cost[method] = train_run(method, run, tiny_model_dir, recs, world, tmp_path / method, tmp_path / f"{method}_out",
+                                 video_cfg=VIDEO_CFG, seed=0)["cost"]
+    for c in cost.values():
+        assert c["optimizer_steps"] == 2 and c["train_seconds"] > 0 and c["peak_memory_bytes"] > 10 * 2 ** 20
+        assert c["samples_per_second"] == pytest.approx(2 * TRAIN["per_device_batch_size"] / c["train_seconds"])
+        assert c["forward_latency_seconds"] > 0 and c["forward_flops"] > 0
+    # GRPO's policy forward outside generation is the loss forward alone; KTR adds three decoder passes (prompts
+    # once per group) and the chunked vocabulary projections
+    assert cost["ktr"]["forward_flops"] > 1.2 * cost["grpo"]["forward_flops"]
