@@ -35,8 +35,8 @@ import torch
 from trl.data_utils import is_conversational
 
 from videoktr.attribution import temporal_permutation
-from videoktr.inputs import encode, load_frames, mm_token_type_ids
-from videoktr.trainers import VIDEO_KEYS, VideoGRPOTrainer, join_videos
+from videoktr.inputs import load_frames, mm_token_type_ids
+from videoktr.trainers import VideoGRPOTrainer, encode_prompts, join_videos
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +143,7 @@ class TGRPOTrainer(VideoGRPOTrainer):
         for row, g in zip(rows, groups):
             f = load_frames(row, self.data_dir, self.video_cfg)
             frames.append(shuffle_frame_pairs(f, self.permutation(g, len(f) // patch), patch))
-        texts = [self.processing_class.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                 for p in prompts]
-        batch = encode(self.processing_class, texts, frames, self.video_cfg["fps"], padding_side="left")
-        keep = batch["attention_mask"].bool()
-        prompt_ids = [ids[m].tolist() for ids, m in zip(batch["input_ids"], keep)]
-        fields = {k: batch[k] for k in VIDEO_KEYS}
-        fields["mm_token_type_ids"] = [t[m].tolist() for t, m in zip(batch["mm_token_type_ids"], keep)]
+        prompt_ids, fields, _ = encode_prompts(self.processing_class, prompts, frames, self.video_cfg["fps"])
         # TRL's own sampler: same generation config (temperature, max_completion_length, suppressed vision tokens),
         # same unwrapping and EOS truncation as the ordered rollouts.
         completion_ids, _ = self._generate_single_turn(prompt_ids, None, fields, 1)

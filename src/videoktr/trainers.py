@@ -51,6 +51,18 @@ def split_videos(batch) -> list[dict]:
     ]
 
 
+def encode_prompts(processor, prompts: list, frames: list, fps: float) -> tuple[list, dict, dict]:
+    """Chat prompts with their clips as TRL's generation takes them: unpadded prompt ids, the video fields (with
+    mm_token_type_ids per row), and the processor's padded batch."""
+    texts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    batch = encode(processor, texts, frames, fps, padding_side="left")
+    keep = batch["attention_mask"].bool()
+    prompt_ids = [ids[m].tolist() for ids, m in zip(batch["input_ids"], keep)]
+    fields = {k: batch[k] for k in VIDEO_KEYS}
+    fields["mm_token_type_ids"] = [t[m].tolist() for t, m in zip(batch["mm_token_type_ids"], keep)]
+    return prompt_ids, fields, batch
+
+
 def join_videos(videos: list[dict]) -> dict:
     return {k: torch.cat([v[k] for v in videos]) for k in VIDEO_KEYS}
 
@@ -77,15 +89,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         return output
 
     def _tokenize_prompts(self, prompts: list):
-        texts = [self.processing_class.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                 for p in prompts]
         frames = [load_frames(row, self.data_dir, self.video_cfg) for row in self._batch_rows]
-        batch = encode(self.processing_class, texts, frames, self.video_cfg["fps"], padding_side="left")
-        keep = batch["attention_mask"].bool()
-        prompt_ids = [ids[m].tolist() for ids, m in zip(batch["input_ids"], keep)]
+        prompt_ids, fields, batch = encode_prompts(self.processing_class, prompts, frames, self.video_cfg["fps"])
         self._videos = split_videos(batch)
-        fields = {k: batch[k] for k in VIDEO_KEYS}
-        fields["mm_token_type_ids"] = [t[m].tolist() for t, m in zip(batch["mm_token_type_ids"], keep)]
         return prompt_ids, None, fields
 
     # -- every log-prob forward -------------------------------------------------------------------------------
