@@ -45,3 +45,60 @@ def test_killed_evaluation_resumes_without_losing_or_duplicating(world, tiny_mod
     s = summarize(pred, model="m", benchmark="b", frames=8, backend="transformers")
     assert s["questions"] == len(recs) and s["errors"] == 1 and s["answered"] == len(recs) - 1
     assert 0 <= s["accuracy"] <= 1 and s["questions_per_second"] > 0
+
+
+def test_sharded_filter_resumes_a_killed_shard_and_gathers_with_a_histogram(world, tiny_model_dir, tmp_path):
+    import csv
+
+    from videoktr.filtering import accuracy_histogram, gather, run_shard, shard_of
+
+    backend = TransformersBackend(tiny_model_dir)
+    recs = records(world)[:5]
+    sampling = dict(temperature=1.0, max_new_tokens=4, batch_size=8, video_cfg=VIDEO_CFG)
+    shards = [shard_of(recs, i, 2) for i in range(2)]
+    assert [len(s) for s in shards] == [3, 2] and not {r["problem_id"] for r in shards[0]} & {
+        r["problem_id"] for r in shards[1]}
+    # shard 0 was killed after its first question (and mid-write of the next row): the rerun scores the rest only
+    partial = tmp_path / "0.partial.jsonl"
+    run_filter(backend, shards[0][:1], world, partial, k=4, **sampling)
+    with open(partial, "a") as f:
+        f.write('{"problem_id": "torn')
+    outs = [tmp_path / "0.jsonl", tmp_path / "1.jsonl"]
+    run_shard(backend, shards[0], world, partial, outs[0], k=4, **sampling)
+    run_shard(backend, shards[1], world, tmp_path / "1.partial.jsonl", outs[1], k=4, **sampling)
+    assert len(partial.read_text().splitlines()) == 3  # one row per question: none redone, the torn one dropped
+    accuracy = gather(outs, recs, tmp_path / "accuracy.jsonl")
+    assert list(accuracy) == [r["problem_id"] for r in recs]
+    table = accuracy_histogram(accuracy, 4, 0.25, 0.75, tmp_path / "h.png", tmp_path / "h.csv")
+    rows = list(csv.DictReader(open(tmp_path / "h.csv")))
+    assert [r["correct_of_k"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert sum(int(r["questions"]) for r in rows) == 5 == sum(r["questions"] for r in table)
+    assert [r["kept"] for r in rows] == ["false", "true", "true", "true", "false"]
+    for level in range(5):
+        assert int(rows[level]["questions"]) == sum(round(a * 4) == level for a in accuracy.values())
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    # a shard missing from the gather is an error naming a question
+    import pytest
+
+    with pytest.raises(ValueError, match="scored in no shard"):
+        gather(outs[:1], recs, tmp_path / "acc2.jsonl")
+
+
+def test_filter_with_vllm_and_no_gpu_fails_with_one_line(world, tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg = {"seed": 0, "video": VIDEO_CFG, "filter": {"k": 2, "temperature": 1.0, "max_new_tokens": 4, "batch_size": 4,
+                                                     "max_questions": None, "shards": 2, "backend": "vllm",
+                                                     "vllm": {}}}
+    res = subprocess.run([str(Path(sys.executable).parent / "videoktr"), "filter-shard", "--cfg", json.dumps(cfg),
+                          "--model", str(tiny_model_dir), "--records", str(world / "train.json"), "--data-dir",
+                          str(world), "--shard", "0", "--partial", str(tmp_path / "p.jsonl"), "--out",
+                          str(tmp_path / "o.jsonl")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert res.returncode != 0
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "filter.backend 'vllm' needs a CUDA GPU" in lines[0], res.stderr
+    assert not (tmp_path / "p.jsonl").exists()

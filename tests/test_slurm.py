@@ -116,7 +116,10 @@ def paper_dry_run(tmp_path_factory):
     wd = workdir(tmp_path_factory.mktemp("paper"))
     cfg = validate(PAPER)
     out = f"results/{cfg['run_name']}"
-    for bench in cfg["eval"]["benchmarks"]:
+    tables = cfg.get("tables", {})
+    benches = {*cfg["eval"]["benchmarks"], *[b for key in ("benchmarks", "image_benchmarks", "subtask_benchmarks")
+                                           for b in tables.get(key) or []]}
+    for bench in sorted(benches):
         records, media = eval_paths(bench, cfg["eval"], out=out, world=f"{out}/data/world")
         if records.startswith(out):  # produced by the DAG
             continue
@@ -171,10 +174,18 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
     assert counts["train"] == len(cfg["runs"]) == 28
     assert set(ev["models"]) == {"sft", *cfg["runs"]}  # every run is trained and evaluated
     assert counts["evaluate"] == len(ev["models"]) * len(ev["benchmarks"]) * len(ev["frames"])
-    for rule in ("world", "base_model", "sft", "difficulty_filter", "table1", "attribution_semantics",
+    for rule in ("preflight", "world", "sft", "difficulty_filter", "table1", "attribution_semantics",
                  "fig2_key_tokens", "fig4_pos", "fig5_overlap", "fig6_wordclouds", "fig11_gradients",
                  "fig12_positions"):
         assert counts[rule] == 1, rule
+    # the hub path: records and clips of each dataset downloaded (no tiny base model), the filter in shards
+    assert counts["hub_records"] == counts["hub_media"] == len(cfg["data"]["hub"]) == 2
+    assert "base_model" not in counts and counts["filter_shard"] == cfg["filter"]["shards"]
+    # nothing long starts before the GPU preflight and the hub's answer: the downloads wait for both
+    text = paper_dry_run.text
+    for rule in ("hub_records", "hub_media", "sft"):
+        block = text.split(f"rule {rule}:")[1].split("\n\n")[0]
+        assert "results/paper/preflight.json" in block.split("output:")[0], (rule, block)
     trained = {j["wildcards"]["run"] for j in dry_run_jobs(paper_dry_run.text) if j["rule"] == "train"}
     assert trained == set(cfg["runs"])
     # Its duration is a figure, not an assertion (timed tests flake on a shared machine): printed for the log.
@@ -209,10 +220,10 @@ def test_sbatch_lines_of_the_paper_jobs(paper_dry_run):
         assert (flag(line, "--nodes"), flag(line, "--gpus"), flag(line, "--ntasks")) == ("1", "1", None), line
         step = job_step(job)
         assert step.startswith("srun -n1 ") and flag(step, "--gpus") == "1" and flag(step, "--nodes") == "1", step
-    (line,) = by_rule["difficulty_filter"]
-    assert (flag(line, "--nodes"), flag(line, "--gpus")) == ("1", "8"), line
+    for line in by_rule["filter_shard"] + by_rule["preflight"]:  # one GPU each
+        assert (flag(line, "--nodes"), flag(line, "--gpus")) == ("1", "1"), line
     # CPU rules: no GPU, one task
-    for rule in ("world", "prepare_split", "base_model", "sft", "table1", "fig4_pos"):
+    for rule in ("world", "prepare_split", "difficulty_filter", "table1", "fig4_pos"):
         for line in by_rule[rule]:
             assert flag(line, "--gpus") is None and flag(line, "--ntasks") == "1", line
 
