@@ -7,6 +7,9 @@ from videoktr.config import ConfigError, validate as validate_config
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 try:
     config = validate_config(config)
 except ConfigError as e:
@@ -27,7 +30,10 @@ include: "workflow/rules/bench.smk"  # a target of its own (minutes): results/<r
 
 rule all:
     input:
-        rules.table1.output,
+        # the eval grid (eval.models x benchmarks x frames), then every table and figure the config's grid names
+        expand(f"{OUT}/eval/{{model}}/{{benchmark}}/f{{frames}}.summary.json", model=config["eval"]["models"],
+               benchmark=config["eval"]["benchmarks"], frames=config["eval"]["frames"]),
+        [getattr(rules, name).output for name in grid.configured(config)],
         rules.attribution_semantics.output if "ktr" in config["runs"] else [],
         [r.output for r in (rules.fig2_key_tokens, rules.fig4_pos, rules.fig5_overlap, rules.fig6_wordclouds,
                             rules.fig11_gradients, rules.fig12_positions)] if "ktr" in config["runs"] else [],

@@ -234,3 +234,82 @@ def test_a_repeated_position_is_read_once_and_samples_are_whole_completions(log)
     assert len(first) == len(C1) and len(second) == len(C2)
     one = figures.sample_completions(log, 1)
     assert one["sample_id"].nunique() == 1 and len(one) in (len(C1), len(C2))
+
+
+# -- Figs. 3a, 3b, 7-10: from evaluation summaries ---------------------------------------------------------------------
+def _grid_config():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import test_tables
+
+    return test_tables
+
+
+@pytest.mark.parametrize("name", ["fig3a", "fig7", "fig8", "fig9", "fig10"])
+def test_accuracy_figure_csv_is_the_summaries_and_the_papers_numbers(name, tmp_path):
+    import json
+
+    from videoktr import grid
+
+    tt = _grid_config()
+    cfg = tt.config()
+    paths = tt.write_summaries(tmp_path, grid.evaluations(cfg, name))
+    sections = json.dumps({k: cfg[k] for k in ("tables", "eval", "runs", "model")})
+    assert figures.main([name, "--cfg", sections, "--summaries", *paths, "--reference", str(tt.REFERENCE),
+                         "--out", str(tmp_path / name)]) == 0
+    for ext in ("png", "pdf", "csv"):
+        assert (tmp_path / f"{name}.{ext}").stat().st_size > 0
+    csv = pd.read_csv(tmp_path / f"{name}.csv", keep_default_na=False, na_values=[""])
+    f = cfg["tables"]["frames"]
+    rows = cfg["tables"]["rows"][name]
+    # every row of ours: each benchmark's accuracy and their mean, as in the summaries it was made from
+    for label, run in rows.items():
+        row = csv[csv["method"] == label].iloc[0]
+        assert row["run"] == run
+        accs = [100 * json.loads((tmp_path / f"eval/{run}/{b}/f{f}.summary.json").read_text())["accuracy"]
+                for b in tt.BENCH]
+        for b, a in zip(tt.BENCH, accs):
+            assert row[b] == pytest.approx(a, abs=0.005)
+        assert row["mean"] == pytest.approx(np.mean(accs), abs=0.005)
+    # the paper's Avg of each of its rows, from the reference table
+    ref = pd.read_csv(tt.REFERENCE)
+    ref = ref[(ref["table"] == name) & (ref["benchmark"] == "Avg")]
+    for _, r in ref.iterrows():
+        assert csv.loc[csv["method"] == r["method"], "paper Avg"].iloc[0] == r["value"]
+    assert set(ref["method"]) <= set(csv["method"])  # paper rows we did not run are kept (ours empty)
+
+
+def test_fig3b_csv_is_each_summarys_subtasks(tmp_path):
+    import json
+
+    from videoktr import grid
+
+    tt = _grid_config()
+    cfg = tt.config()
+    paths = tt.write_summaries(tmp_path, grid.evaluations(cfg, "fig3b"))
+    sections = json.dumps({k: cfg[k] for k in ("tables", "eval", "runs", "model")})
+    assert figures.main(["fig3b", "--cfg", sections, "--summaries", *paths, "--reference", str(tt.REFERENCE),
+                         "--out", str(tmp_path / "fig3b")]) == 0
+    csv = pd.read_csv(tmp_path / "fig3b.csv")
+    expected = []
+    for label, run in cfg["tables"]["rows"]["fig3b"].items():
+        for b in cfg["tables"]["subtask_benchmarks"]:
+            s = json.loads((tmp_path / f"eval/{run}/{b}/f{cfg['tables']['frames']}.summary.json").read_text())
+            for sub, v in s["subtasks"].items():
+                expected.append((label, run, b, sub, v["questions"], pytest.approx(100 * v["accuracy"])))
+    assert [tuple(r) for r in csv[["method", "run", "benchmark", "subtask", "questions", "accuracy"]].itertuples(
+        index=False)] == expected
+    assert (tmp_path / "fig3b.png").stat().st_size > 0
+
+
+def test_accuracy_figure_names_a_missing_run(tmp_path):
+    import json
+
+    tt = _grid_config()
+    cfg = tt.config(fig7={"binary-top20": "ktr", "softmax": "ktr_missing"})
+    sections = json.dumps({k: cfg[k] for k in ("tables", "eval", "runs", "model")})
+    with pytest.raises(SystemExit, match="'ktr_missing'"):
+        figures.main(["fig7", "--cfg", sections, "--summaries", "x.json", "--reference", str(tt.REFERENCE),
+                      "--out", str(tmp_path / "fig7")])

@@ -765,6 +765,29 @@ def load_chartqa(records_path: Path, media_root: Path) -> Loaded:
     return _convert(rows, convert, "ChartQA", lambda r, i: f"chartqa_{i}", lambda r: r["type"])
 
 
+def load_tiny_image(records_path: Path, media_root: Path) -> Loaded:
+    """The tiny world's appearance questions asked about ONE image: the middle frame of each clip (the shape of an
+    appearance clip is static and visible throughout), embedded as PNG bytes; the tiny world's image benchmark
+    (Table 3).  A clip that cannot be read makes its question a problem (id, reason), as any malformed record."""
+    from PIL import Image
+
+    from videoktr.video import VideoError, read_frames
+
+    loaded = load_tiny(records_path, media_root)
+    records, problems = [], list(loaded.problems)
+    for r in loaded.records:
+        try:  # every frame at the clip's own rate (far above it here), then the middle one
+            frames = read_frames(Path(media_root) / r["path"], fps=1000.0, max_frames=10_000)
+        except VideoError as e:
+            problems.append({"id": r["problem_id"], "reason": f"clip {e}"})
+            continue
+        buf = io.BytesIO()
+        Image.fromarray(frames[len(frames) // 2]).save(buf, format="PNG")
+        # the question text stays as trained ("... in the video?"): only the input changes, clip -> one image
+        records.append(dict(r, data_type="image", images=[buf.getvalue()]))
+    return Loaded(records, problems, loaded.excluded)
+
+
 # --------------------------------------------------------------------------------------------------- registry
 
 
@@ -792,6 +815,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                   source="videoktr.world"),
         Benchmark("tiny_counting", "video", "tiny", load_tiny, "data_source", tiny_split="eval_counting",
                   source="videoktr.world"),
+        # the appearance split again, one frame per question as an image (Table 3 in the tiny world)
+        Benchmark("tiny_image", "image", "tiny", load_tiny_image, "data_source", tiny_split="eval_appearance",
+                  source="videoktr.world (middle frame of each appearance clip)"),
         Benchmark("video_holmes", "video", "video_holmes", load_video_holmes, "Question Type",
                   "Video-Holmes/test_Video-Holmes.json", "Video-Holmes/videos", 1837,
                   source="TencentARC/Video-Holmes (GitHub evaluate.py; HF dataset)"),

@@ -1,20 +1,101 @@
-# Tables: each one pulls exactly the evaluations it shows.
+# Tables 1-5: each pulls exactly the evaluations (or training logs) of its own rows (videoktr.grid, config `tables`),
+# and writes CSV, Markdown and LaTeX with the paper's numbers beside ours (config/reference/paper_tables.csv).
+# The CSV goes into `snakemake --report`, with the caption workflow/report/<table>.rst.
+from videoktr import grid
+
+try:
+    grid.check_all(config)
+except grid.GridError as e:
+    raise WorkflowError(f"config tables: {e}") from None
+
+TABLES = f"{OUT}/tables"
+REFERENCE = config["tables"]["reference"]
+GRID_CFG = cfg("tables", "eval", "runs", "model")  # what videoktr.grid reads
+
+
+def needs(name):
+    """Input function: the summaries of `name`'s rows; a clear error when the config does not name them."""
+
+    def inputs(wildcards):
+        try:
+            return grid.summary_paths(config, name, OUT)
+        except grid.GridError as e:
+            raise WorkflowError(str(e)) from None
+
+    return inputs
 
 
 rule table1:
     input:
-        expand(
-            f"{OUT}/eval/{{model}}/{{benchmark}}/f{{frames}}.summary.json",
-            model=config["eval"]["models"],
-            benchmark=config["eval"]["benchmarks"],
-            frames=config["eval"]["frames"],
-        ),
+        summaries=needs("table1"),
+        reference=REFERENCE,
     output:
-        csv=f"{OUT}/tables/table1.csv",
-        md=f"{OUT}/tables/table1.md",
+        csv=report(f"{TABLES}/table1.csv", caption="../report/table1.rst", category="Tables"),
+        md=f"{TABLES}/table1.md",
+        tex=f"{TABLES}/table1.tex",
+    params:
+        cfg=GRID_CFG,
+        stem=lambda w, output: output.csv[: -len(".csv")],
     conda:
         "../../envs/analysis.yaml"
     log:
-        f"{OUT}/logs/table1.log",
+        f"{OUT}/logs/tables/table1.log",
     shell:
-        "videoktr table1 --summaries {input} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "python -m videoktr.tables {rule} --cfg {params.cfg:q} --summaries {input.summaries}"
+        " --reference {input.reference} --out {params.stem} > {log} 2>&1"
+
+
+use rule table1 as table2 with:
+    input:
+        summaries=needs("table2"),
+        reference=REFERENCE,
+    output:
+        csv=report(f"{TABLES}/table2.csv", caption="../report/table2.rst", category="Tables"),
+        md=f"{TABLES}/table2.md",
+        tex=f"{TABLES}/table2.tex",
+    log:
+        f"{OUT}/logs/tables/table2.log",
+
+
+use rule table1 as table3 with:
+    input:
+        summaries=needs("table3"),
+        reference=REFERENCE,
+    output:
+        csv=report(f"{TABLES}/table3.csv", caption="../report/table3.rst", category="Tables"),
+        md=f"{TABLES}/table3.md",
+        tex=f"{TABLES}/table3.tex",
+    log:
+        f"{OUT}/logs/tables/table3.log",
+
+
+use rule table1 as table5 with:
+    input:
+        summaries=needs("table5"),
+        reference=REFERENCE,
+    output:
+        csv=report(f"{TABLES}/table5.csv", caption="../report/table5.rst", category="Tables"),
+        md=f"{TABLES}/table5.md",
+        tex=f"{TABLES}/table5.tex",
+    log:
+        f"{OUT}/logs/tables/table5.log",
+
+
+rule table4:
+    input:
+        metrics=lambda w: grid.metrics_paths(config, "table4", OUT),
+        reference=REFERENCE,
+    output:
+        csv=report(f"{TABLES}/table4.csv", caption="../report/table4.rst", category="Tables"),
+        md=f"{TABLES}/table4.md",
+        tex=f"{TABLES}/table4.tex",
+    params:
+        cfg=GRID_CFG,
+        stem=lambda w, output: output.csv[: -len(".csv")],
+    conda:
+        "../../envs/analysis.yaml"
+    log:
+        f"{OUT}/logs/tables/table4.log",
+    shell:
+        "python -m videoktr.tables table4 --cfg {params.cfg:q} --metrics {input.metrics}"
+        " --reference {input.reference} --out {params.stem} > {log} 2>&1"
