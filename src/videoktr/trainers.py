@@ -345,7 +345,8 @@ class KTRTrainer(VideoGRPOTrainer):
         frame = pd.DataFrame({
             "run": self.args.run_name or "",
             "step": step,
-            "sample_id": [f"{inputs[i]['problem_id']}#{i % self.num_generations}" for i in b.tolist()],
+            "rank": self.accelerator.process_index,  # (step, rank, sample_id) names one completion
+            "sample_id": [f"{inputs[i]['problem_id']}#{i}" for i in b.tolist()],
             "problem_id": [str(inputs[i]["problem_id"]) for i in b.tolist()],
             "position": t.tolist(),
             "token_id": ids[b, t].tolist(),
@@ -358,8 +359,8 @@ class KTRTrainer(VideoGRPOTrainer):
             output["advantages"][b, t].float().cpu().numpy(),
         })
         self.token_log_dir.mkdir(parents=True, exist_ok=True)
-        rank = self.accelerator.process_index
-        frame.to_parquet(self.token_log_dir / f"step-{step:06d}-rank{rank}.parquet", index=False)
+        frame.to_parquet(self.token_log_dir / f"step-{step:06d}-rank{self.accelerator.process_index}.parquet",
+                         index=False)
 
     # -- gradient diagnostics (paper appendix B.1) ------------------------------------------------------------
     def _compute_loss(self, model, inputs):
