@@ -206,6 +206,7 @@ class KTRTrainer(VideoGRPOTrainer):
         self.gradient_rows: list[dict] = []
         self._perm_rng = torch.Generator().manual_seed(self.args.seed)
         self._generation_features: torch.Tensor | None = None
+        self._prompt_group: torch.Tensor | None = None  # per row of the batch in flight, set by the attribution
 
     # -- scores -----------------------------------------------------------------------------------------------
     def video_features(self, model, reps: list[int]) -> list[torch.Tensor]:
@@ -240,6 +241,7 @@ class KTRTrainer(VideoGRPOTrainer):
                                                   video_grid_thw=videos["video_grid_thw"],
                                                   second_per_grid_ts=videos["second_per_grid_ts"], attention_mask=mask)
         reps, group = prompt_groups(pids, pmask, self._videos)
+        self._prompt_group = group
         feats = self.video_features(model, reps)
         rep_mask = pmask[reps]
 
@@ -291,7 +293,10 @@ class KTRTrainer(VideoGRPOTrainer):
                           for name in cfg.signals}
             return union(per_signal, valid), per_signal
         rows = torch.arange(valid.size(0), device=valid.device)
-        groups = rows // self.num_generations if cfg.scope == "group" else rows
+        if cfg.scope == "sequence":
+            groups = rows
+        else:  # the rollouts of one question (same prompt and clip) as the attribution found them in the batch
+            groups = self._prompt_group if self._prompt_group is not None else rows // self.num_generations
         return key_token_masks({k: scores[k] for k in cfg.signals}, valid, cfg.ratio, groups, cfg.signals)
 
     def _generate_and_score_completions(self, inputs):
