@@ -38,8 +38,66 @@ def test_one_target_builds_only_what_it_needs():
         "world": 1, "prepare_split": 2, "base_model": 1, "sft": 1, "difficulty_filter": 1, "train": 1, "evaluate": 1}
     table = job_counts((lambda o: o.stdout + o.stderr)(snakemake("-n", "-F", "results/tiny/tables/table1.md")))
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    assert table["train"] == len(cfg["runs"]) and "attribution_semantics" not in table
-    assert table["evaluate"] == len(cfg["eval"]["models"]) * len(cfg["eval"]["benchmarks"]) * len(cfg["eval"]["frames"])
+    rows = set(cfg["tables"]["rows"]["table1"].values())
+    assert table["train"] == len(rows - {"sft"}) and "attribution_semantics" not in table
+    assert table["evaluate"] == len(rows) * len(cfg["eval"]["benchmarks"]) * len(cfg["eval"]["frames"])
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory):
+    """A work dir with the workflow and no results: the dry runs see none of the checkout's outputs."""
+    wd = tmp_path_factory.mktemp("dag")
+    for item in ("Snakefile", "workflow", "config", "envs"):
+        os.symlink(ROOT / item, wd / item)
+    return wd
+
+
+def dry_run_jobs(target: str, cwd: Path) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a forced dry run of `target` schedules."""
+    out = snakemake("-n", "-F", target, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs, rule = [], None
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            jobs.append((rule, {}))
+        elif line.strip().startswith("wildcards:") and rule:
+            jobs[-1][1].update(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", "))
+    return jobs
+
+
+@pytest.mark.parametrize("target", ["table2", "fig10"])
+def test_an_ablation_target_builds_only_its_own_runs(target, clean_dir):
+    from videoktr import grid
+    from videoktr.config import validate
+
+    cfg = validate(yaml.safe_load((ROOT / "config/config.yaml").read_text()))
+    path = f"results/tiny/{'tables' if target.startswith('table') else 'figures'}/{target}.{'md' if target.startswith('table') else 'png'}"
+    jobs = dry_run_jobs(path, clean_dir)
+    trained = {w["run"] for r, w in jobs if r == "train"}
+    evaluated = {(w["model"], w["benchmark"], int(w["frames"])) for r, w in jobs if r == "evaluate"}
+    assert trained == set(cfg["tables"]["rows"][target].values()) - {"sft"}
+    assert evaluated == set(grid.evaluations(cfg, target))
+    # its rows at the ablation frame count only, and no other table or figure
+    assert {f for *_, f in evaluated} == {cfg["tables"]["frames"]}
+    assert {r for r, _ in jobs} - {"world", "prepare_split", "base_model", "sft", "filter_shard",
+                                   "difficulty_filter", "train", "evaluate"} == {target}
+
+
+def test_all_builds_every_table_and_figure(clean_dir):
+    jobs = {r for r, _ in dry_run_jobs("all", clean_dir)}
+    assert {"table1", "table2", "table3", "table4", "table5", "fig2_key_tokens", "fig3a", "fig3b", "fig4_pos",
+            "fig5_overlap", "fig6_wordclouds", "fig7", "fig8", "fig9", "fig10", "fig11_gradients",
+            "fig12_positions"} <= jobs
+
+
+def test_a_table_naming_a_missing_run_stops_with_the_run_named(tmp_path, clean_dir):
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg["tables"]["rows"]["table2"]["KTR-E"] = "ktr_missing"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "results/tiny/tables/table2.md", "--configfile", str(tmp_path / "bad.yaml"), cwd=clean_dir)
+    assert out.returncode != 0
+    assert "table2: row 'KTR-E' names run 'ktr_missing', which is not in config runs" in out.stdout + out.stderr
 
 
 def test_config_typo_stops_with_the_key_named():
@@ -59,6 +117,10 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg["runs"] = {k: cfg["runs"][k] for k in ("grpo", "ktr")}
     cfg["eval"].update(models=["sft", "grpo", "ktr"], frames=[8, 16])
+    # every table and figure, on these two runs (the report below shows each)
+    kept = {name: {label: run for label, run in rows.items() if run in ("sft", "grpo", "ktr")}
+            for name, rows in cfg["tables"]["rows"].items()}
+    cfg["tables"]["rows"] = {name: rows for name, rows in kept.items() if rows}  # Fig. 10 has neither
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(cfg))
     with SnakemakeApi(OutputSettings(quiet=set())) as api:
         workflow = api.workflow(
@@ -89,3 +151,15 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     assert 0.19 <= metrics["log_history"][0]["ktr/union_share"] <= 0.61
     semantics = json.loads((out / "analysis/attribution_semantics.json").read_text())
     assert set(semantics["signals"]) == {"E", "V", "T"} and semantics["words"] > 0
+    # every table and figure of the grid, and the HTML report with each of them
+    for name in cfg["tables"]["rows"]:
+        kind = "tables" if name.startswith("table") else "figures"
+        for ext in (("csv", "md", "tex") if kind == "tables" else ("png", "pdf", "csv")):
+            assert (out / f"{kind}/{name}.{ext}").stat().st_size > 0, (name, ext)
+    res = subprocess.run([f"{BIN}/snakemake", "--report", "results/tiny/report.html", "--configfile", "test.yaml",
+                          "--replace-workflow-config"],
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    html = (out / "report.html").read_text()
+    for name in [*cfg["tables"]["rows"], "fig2", "fig4", "fig11"]:
+        assert f"{name}.{'csv' if name.startswith('table') else 'png'}" in html, name

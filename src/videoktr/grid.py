@@ -119,6 +119,12 @@ def summary_paths(config: dict, name: str, out: str) -> list[str]:
     return [f"{out}/eval/{r}/{b}/f{f}.summary.json" for r, b, f in evaluations(config, name)]
 
 
+def summary_input(config: dict, name: str, out: str):
+    """A Snakemake input function: the summaries of `name`'s rows, resolved when the DAG needs them (a target whose
+    rows the config does not set fails only when it is asked for, with its GridError)."""
+    return lambda wildcards: summary_paths(config, name, out)
+
+
 def metrics_paths(config: dict, name: str, out: str) -> list[str]:
     """Training logs of a cost target's runs (train/<run>/metrics.json)."""
     check(config, name)

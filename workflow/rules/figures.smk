@@ -123,7 +123,7 @@ rule fig12_positions:
 
 rule fig3a:
     input:
-        summaries=needs("fig3a"),
+        summaries=grid.summary_input(config, "fig3a", OUT),
         reference=REFERENCE,
     output:
         png=report(f"{FIGURES}/fig3a.png", caption="../report/fig3a.rst", category="Figures"),
@@ -132,18 +132,19 @@ rule fig3a:
     params:
         cfg=GRID_CFG,
         stem=lambda w, output: os.path.splitext(output.csv)[0],
+        name=lambda w, output: os.path.basename(os.path.splitext(output.csv)[0]),  # fig3a and each `use rule`
     conda:
         "../../envs/analysis.yaml"
     log:
         f"{OUT}/logs/figures/fig3a.log",
     shell:
-        "python -m videoktr.figures {rule} --cfg {params.cfg:q} --summaries {input.summaries}"
+        "python -m videoktr.figures {params.name} --cfg {params.cfg:q} --summaries {input.summaries}"
         " --reference {input.reference} --out {params.stem} > {log} 2>&1"
 
 
 use rule fig3a as fig3b with:
     input:
-        summaries=needs("fig3b"),
+        summaries=grid.summary_input(config, "fig3b", OUT),
         reference=REFERENCE,
     output:
         png=report(f"{FIGURES}/fig3b.png", caption="../report/fig3b.rst", category="Figures"),
@@ -155,7 +156,7 @@ use rule fig3a as fig3b with:
 
 use rule fig3a as fig7 with:
     input:
-        summaries=needs("fig7"),
+        summaries=grid.summary_input(config, "fig7", OUT),
         reference=REFERENCE,
     output:
         png=report(f"{FIGURES}/fig7.png", caption="../report/fig7.rst", category="Figures"),
@@ -167,7 +168,7 @@ use rule fig3a as fig7 with:
 
 use rule fig3a as fig8 with:
     input:
-        summaries=needs("fig8"),
+        summaries=grid.summary_input(config, "fig8", OUT),
         reference=REFERENCE,
     output:
         png=report(f"{FIGURES}/fig8.png", caption="../report/fig8.rst", category="Figures"),
@@ -179,7 +180,7 @@ use rule fig3a as fig8 with:
 
 use rule fig3a as fig9 with:
     input:
-        summaries=needs("fig9"),
+        summaries=grid.summary_input(config, "fig9", OUT),
         reference=REFERENCE,
     output:
         png=report(f"{FIGURES}/fig9.png", caption="../report/fig9.rst", category="Figures"),
@@ -191,7 +192,7 @@ use rule fig3a as fig9 with:
 
 use rule fig3a as fig10 with:
     input:
-        summaries=needs("fig10"),
+        summaries=grid.summary_input(config, "fig10", OUT),
         reference=REFERENCE,
     output:
         png=report(f"{FIGURES}/fig10.png", caption="../report/fig10.rst", category="Figures"),

@@ -13,21 +13,9 @@ REFERENCE = config["tables"]["reference"]
 GRID_CFG = cfg("tables", "eval", "runs", "model")  # what videoktr.grid reads
 
 
-def needs(name):
-    """Input function: the summaries of `name`'s rows; a clear error when the config does not name them."""
-
-    def inputs(wildcards):
-        try:
-            return grid.summary_paths(config, name, OUT)
-        except grid.GridError as e:
-            raise WorkflowError(str(e)) from None
-
-    return inputs
-
-
 rule table1:
     input:
-        summaries=needs("table1"),
+        summaries=grid.summary_input(config, "table1", OUT),
         reference=REFERENCE,
     output:
         csv=report(f"{TABLES}/table1.csv", caption="../report/table1.rst", category="Tables"),
@@ -36,18 +24,19 @@ rule table1:
     params:
         cfg=GRID_CFG,
         stem=lambda w, output: output.csv[: -len(".csv")],
+        name=lambda w, output: os.path.basename(output.csv)[: -len(".csv")],  # table1 and each `use rule` below
     conda:
         "../../envs/analysis.yaml"
     log:
         f"{OUT}/logs/tables/table1.log",
     shell:
-        "python -m videoktr.tables {rule} --cfg {params.cfg:q} --summaries {input.summaries}"
+        "python -m videoktr.tables {params.name} --cfg {params.cfg:q} --summaries {input.summaries}"
         " --reference {input.reference} --out {params.stem} > {log} 2>&1"
 
 
 use rule table1 as table2 with:
     input:
-        summaries=needs("table2"),
+        summaries=grid.summary_input(config, "table2", OUT),
         reference=REFERENCE,
     output:
         csv=report(f"{TABLES}/table2.csv", caption="../report/table2.rst", category="Tables"),
@@ -59,7 +48,7 @@ use rule table1 as table2 with:
 
 use rule table1 as table3 with:
     input:
-        summaries=needs("table3"),
+        summaries=grid.summary_input(config, "table3", OUT),
         reference=REFERENCE,
     output:
         csv=report(f"{TABLES}/table3.csv", caption="../report/table3.rst", category="Tables"),
@@ -71,7 +60,7 @@ use rule table1 as table3 with:
 
 use rule table1 as table5 with:
     input:
-        summaries=needs("table5"),
+        summaries=grid.summary_input(config, "table5", OUT),
         reference=REFERENCE,
     output:
         csv=report(f"{TABLES}/table5.csv", caption="../report/table5.rst", category="Tables"),
