@@ -204,7 +204,7 @@ class KTRTrainer(VideoGRPOTrainer):
         self.token_log_dir = Path(token_log_dir) if token_log_dir else None
         self.diagnostics_every = diagnostics_every
         self.gradient_rows: list[dict] = []
-        self._perm_rng = torch.Generator().manual_seed(self.args.seed)
+        self._perm_rng = torch.Generator()  # reseeded at every step (perturbation_seed)
         self._generation_features: torch.Tensor | None = None
         self._prompt_group: torch.Tensor | None = None  # per row of the batch in flight, set by the attribution
 
@@ -218,6 +218,11 @@ class KTRTrainer(VideoGRPOTrainer):
             return [per_clip[r] for r in reps]
         videos = join_videos([self._videos[r] for r in reps])
         return list(model.model.get_video_features(videos["pixel_values_videos"], videos["video_grid_thw"]).pooler_output)
+
+    def perturbation_seed(self) -> int:
+        """The random perturbations' seed for this step and process: a function of (seed, step, rank), never a
+        stream carried across steps, so a run resumed from a checkpoint draws what the uninterrupted run drew."""
+        return self.args.seed * 1_000_003 + self.state.global_step * 7_919 + self.accelerator.process_index
 
     @torch.no_grad()
     def attribution_scores(self, output: dict) -> dict[str, torch.Tensor]:
@@ -240,6 +245,7 @@ class KTRTrainer(VideoGRPOTrainer):
         positions, _ = model.model.get_rope_index(ids, mm_token_type_ids(ids, model.config),
                                                   video_grid_thw=videos["video_grid_thw"],
                                                   second_per_grid_ts=videos["second_per_grid_ts"], attention_mask=mask)
+        self._perm_rng.manual_seed(self.perturbation_seed())
         reps, group = prompt_groups(pids, pmask, self._videos)
         self._prompt_group = group
         feats = self.video_features(model, reps)
