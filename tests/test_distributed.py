@@ -31,7 +31,7 @@ def test_global_batch_threshold_of_two_ranks_equals_one_process(tmp_path):
     assert abs(one.sum().item() - 0.2 * valid.sum().item()) <= 1
 
 
-def test_two_process_ktr_training_finishes(world, tiny_model_dir, tmp_path):
+def test_two_process_ktr_training_through_the_launcher_finishes(world, tiny_model_dir, tmp_path):
     import json
 
     run = {"method": "ktr", "ratio": 0.2, "signals": ["E", "V", "T"], "scope": "batch",
@@ -39,10 +39,16 @@ def test_two_process_ktr_training_finishes(world, tiny_model_dir, tmp_path):
                      "max_completion_length": 6, "temperature": 1.0, "epochs": 1, "max_steps": 2, "loss_type": "grpo",
                      "save_steps": 2, "logging_steps": 1, "diagnostics_every": 0}}
     cfg = {"seed": 0, "run": run, "video": {"fps": 8, "train_frames": 16, "backend": "auto"}}
-    out = torchrun("-m", "videoktr.cli", "train", "--cfg", json.dumps(cfg), "--name", "ktr2",
-                   "--model", str(tiny_model_dir), "--records", str(world / "train.json"), "--data-dir", str(world),
-                   "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "m"), "--metrics",
-                   str(tmp_path / "metrics.json"))
+    # the rule's launcher, as on a cluster node: 2 "GPUs" per node -> torchrun --standalone --nproc-per-node 2
+    out = subprocess.run([str(HERE.parent / "scripts/launch.sh"), "train", "--cfg", json.dumps(cfg), "--name", "ktr2",
+                          "--model", str(tiny_model_dir), "--records", str(world / "train.json"), "--data-dir",
+                          str(world), "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "m"), "--metrics",
+                          str(tmp_path / "metrics.json")],
+                         env={**ENV, "VIDEOKTR_GPUS_PER_NODE": "2", "CUDA_VISIBLE_DEVICES": ""}, capture_output=True,
+                         text=True, timeout=600)
+    assert "torchrun" in subprocess.run([str(HERE.parent / "scripts/launch.sh"), "train"], capture_output=True,
+                                        text=True, env={**ENV, "VIDEOKTR_GPUS_PER_NODE": "2",
+                                                        "VIDEOKTR_LAUNCH_PRINT": "1"}).stdout
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 2
