@@ -1,5 +1,7 @@
 """Attribution: pure functions, and the cheap counterfactual passes against a direct reference on the tiny model."""
 
+from types import SimpleNamespace
+
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -125,8 +127,9 @@ def test_shared_prompt_passes_equal_per_row_reference_on_a_padded_batch(world, t
     trainer._videos = split_videos(prompts)
     scores = trainer.attribution_scores(output)
     # the vision features generation kept give the same scores as the attribution's own encoder run
-    trainer._generation_features = plain.model.visual(prompts["pixel_values_videos"],
-                                                      grid_thw=prompts["video_grid_thw"]).pooler_output
+    trainer._tap = SimpleNamespace(features=plain.model.visual(prompts["pixel_values_videos"],
+                                                               grid_thw=prompts["video_grid_thw"]).pooler_output,
+                                   scores=lambda n: None)
     again = trainer.attribution_scores(output)
     for key in scores:
         assert torch.allclose(scores[key], again[key], atol=1e-6)
@@ -152,3 +155,20 @@ def test_shared_prompt_passes_equal_per_row_reference_on_a_padded_batch(world, t
         assert torch.allclose(scores["V"][row, :m], (full - blind).abs(), atol=1e-5)
         assert torch.allclose(scores["T"][row, :m], (full - shuf).abs(), atol=1e-5)
     zero.remove()
+
+
+def test_generation_tap_gives_the_full_pass_scores(world, tiny_model_dir, tmp_path):
+    """The log-probs and entropies kept from generation's own decoding steps equal a full forward's (so the full
+    pass is skipped), and the batch's scores come out the same either way."""
+    trainer = ktr_trainer(world, tiny_model_dir, tmp_path)
+    rows = [r for r in trainer.train_dataset.select(range(2)) for _ in range(trainer.num_generations)]
+    output = trainer._generate_and_score_completions(rows)
+    n = output["completion_ids"].size(1)
+    assert trainer._tap.scores(n) is not None and trainer._tap.features is not None
+    tapped = trainer.attribution_scores(output)
+    trainer._tap.logps = []  # no generation scores: the full pass runs
+    full = trainer.attribution_scores(output)
+    valid = output["completion_mask"].bool()
+    for key in ("E", "V", "T"):
+        assert torch.allclose(tapped[key][valid], full[key][valid], atol=1e-4), key
+    assert valid.sum() > 4 and full["T"][valid].max() > 1e-6

@@ -186,13 +186,73 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, videos: l
     return reps, torch.tensor(inverse, dtype=torch.long, device=prompt_ids.device)
 
 
+def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, chunk: int, temperature: float) -> torch.Tensor:
+    """log p(target) for hidden states [B, n, D] predicting `targets` [B, n], `chunk` positions per projection."""
+    out = []
+    for start in range(0, targets.size(1), chunk):
+        logq = (model.lm_head(hidden[:, start:start + chunk]) / temperature).log_softmax(-1)
+        out.append(logq.gather(-1, targets[:, start:start + chunk, None])[..., 0])
+    return torch.cat(out, 1)
+
+
+class GenerationTap:
+    """What one `generate` call computes anyway, kept for the attribution: the clips' vision features (the first
+    vision-encoder output) and, per sampled token, the policy's log-probability and entropy at `temperature` (from
+    the logits of each decoding step; one step's distribution is held at a time)."""
+
+    def __init__(self, model, temperature: float):
+        self.temperature = temperature
+        self.features: torch.Tensor | None = None
+        self.logps: list[torch.Tensor] = []
+        self.entropies: list[torch.Tensor] = []
+        self._pending: torch.Tensor | None = None  # the last step's log-probs, until its token is known
+        self._hooks = [model.model.visual.register_forward_hook(self._vision),
+                       model.register_forward_pre_hook(self._step_input, with_kwargs=True),
+                       model.register_forward_hook(self._step_output)]
+
+    def _vision(self, module, args, output):
+        if self.features is None:
+            self.features = output.pooler_output.detach()
+
+    def _step_input(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if self._pending is not None and ids is not None:  # a decoding step's input is the token sampled last
+            self.logps.append(self._pending.gather(-1, ids[:, -1:].to(self._pending.device))[:, 0])
+            self._pending = None
+
+    def _step_output(self, module, args, output):
+        logp = (output.logits[:, -1].float() / self.temperature).log_softmax(-1)
+        self.entropies.append(-(logp.exp() * logp).sum(-1))
+        self._pending = logp
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+    def finish(self, completion_ids: list[list[int]]) -> None:
+        if self._pending is not None:  # the last sampled token never came back as an input
+            n = len(self.entropies) - 1
+            last = torch.tensor([c[n] if len(c) > n else 0 for c in completion_ids], device=self._pending.device)
+            self.logps.append(self._pending.gather(-1, last[:, None])[:, 0])
+            self._pending = None
+
+    def scores(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(log-probs, entropies) [B, n] of the first n completion tokens, or None when generation did not run here
+        (vLLM) or produced fewer steps."""
+        if len(self.logps) < n or len(self.entropies) < n or n == 0:
+            return None
+        return torch.stack(self.logps[:n], 1), torch.stack(self.entropies[:n], 1)
+
+
 class KTRTrainer(VideoGRPOTrainer):
     """Video-KTR: only key tokens (top r% by visual, temporal or entropy score, united) carry the loss.
 
     The attribution passes cost little beside a GRPO step:
-    - the clips are encoded once, by generation: its vision features are kept and perturbed (no second encoder run);
-    - rollouts of one question share their prompt: each variant's prompt (full, visual, temporal counterfactual)
-      runs once per group and its KV cache serves the group's completions;
+    - generation's own work is kept (`GenerationTap`): the clips' vision features, which are then perturbed (no
+      second encoder run), and each sampled token's log-probability and entropy (no full-video pass; a distance
+      between whole distributions, an ablation, runs the full pass);
+    - rollouts of one question share their prompt: each counterfactual prompt (visual, temporal) runs once per
+      group and its KV cache serves the group's completions;
     - the variants run together, as one batched no-grad decoder forward for prompts and one for completions, with
       the full pass's M-RoPE positions; the vocabulary projection is chunked.
     """
@@ -205,14 +265,14 @@ class KTRTrainer(VideoGRPOTrainer):
         self.diagnostics_every = diagnostics_every
         self.gradient_rows: list[dict] = []
         self._perm_rng = torch.Generator()  # reseeded at every step (perturbation_seed)
-        self._generation_features: torch.Tensor | None = None
+        self._tap: GenerationTap | None = None  # what the batch's generation computed, for the attribution
         self._prompt_group: torch.Tensor | None = None  # per row of the batch in flight, set by the attribution
 
     # -- scores -----------------------------------------------------------------------------------------------
     def video_features(self, model, reps: list[int]) -> list[torch.Tensor]:
         """Vision features of the representative rows' clips: generation's when it ran here, else one encoder run."""
         sizes = [int(v["video_grid_thw"].prod()) // model.model.visual.spatial_merge_size ** 2 for v in self._videos]
-        kept = self._generation_features
+        kept = self._tap.features if self._tap is not None else None
         if kept is not None and kept.size(0) == sum(sizes):
             per_clip = torch.split(kept, sizes)
             return [per_clip[r] for r in reps]
@@ -251,8 +311,10 @@ class KTRTrainer(VideoGRPOTrainer):
         feats = self.video_features(model, reps)
         rep_mask = pmask[reps]
 
+        # the full pass's log-probs and entropies: generation's when it ran here (the log-prob distance needs no more)
+        tapped = self._tap.scores(cids.size(1)) if self._tap is not None and cfg.distance == "logprob" else None
         # each variant: the representatives' video features and prompt attention mask
-        variants = [(feats, rep_mask)]
+        variants = [] if tapped is not None else [(feats, rep_mask)]
         if "V" in cfg.signals:
             if cfg.visual_mode == "drop_attention":  # the authors' code: vision tokens leave the attention mask
                 variants.append((feats, rep_mask.masked_fill(pids[reps] == model.config.video_token_id, 0)))
@@ -265,6 +327,8 @@ class KTRTrainer(VideoGRPOTrainer):
                                                                         cfg.temporal_perturbation), merge)
                               for f, g in zip(feats, grids)], rep_mask))
         k, u = len(variants), len(reps)
+        if k == 0:  # entropy only, from generation
+            return {"E": tapped[1]}
 
         # prompts: k x groups rows, one forward, its KV cache kept
         rep_videos = {key: val[reps].repeat(k, *[1] * (val.dim() - 1)) for key, val in videos.items()
@@ -286,7 +350,13 @@ class KTRTrainer(VideoGRPOTrainer):
             position_ids=positions[:, :, p:].repeat(1, k, 1)).last_hidden_state
         # the hidden state before each completion token predicts it: the prompt's last, then the completion's own
         predictive = torch.cat([prefix.last_hidden_state[rows, -1:], cont[:, :-1]], dim=1).chunk(k)
-        entropy, shifts = completion_scores(model, predictive[0], list(predictive[1:]), cids, cfg, self.temperature)
+        if tapped is None:
+            entropy, shifts = completion_scores(model, predictive[0], list(predictive[1:]), cids, cfg,
+                                                self.temperature)
+        else:
+            full, entropy = tapped
+            shifts = [logprob_shift(full, token_logprobs(model, h, cids, cfg.chunk, self.temperature), cfg.signed)
+                      for h in predictive]
         scores = {"E": entropy}
         scores.update(zip([s for s in ("V", "T") if s in cfg.signals], shifts))
         return scores
@@ -305,17 +375,19 @@ class KTRTrainer(VideoGRPOTrainer):
             groups = self._prompt_group if self._prompt_group is not None else rows // self.num_generations
         return key_token_masks({k: scores[k] for k in cfg.signals}, valid, cfg.ratio, groups, cfg.signals)
 
-    def _generate_and_score_completions(self, inputs):
-        # keep the vision features of generation's prefill (the batch's first encoder run) for the attribution
-        kept = []
-        visual = self.accelerator.unwrap_model(self.model).model.visual
-        hook = visual.register_forward_hook(lambda mod, args, out: kept.append(out.pooler_output.detach())
-                                            if not kept else None)
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        tap = GenerationTap(self.accelerator.unwrap_model(self.model), self.temperature)
         try:
-            output = super()._generate_and_score_completions(inputs)
+            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
         finally:
-            hook.remove()
-        self._generation_features = kept[0] if kept else None
+            tap.remove()
+        tap.finish(completion_ids)
+        self._tap = tap
+        return completion_ids, logprobs
+
+    def _generate_and_score_completions(self, inputs):
+        self._tap = None
+        output = super()._generate_and_score_completions(inputs)
         cfg = self.ktr
         valid = output["completion_mask"].bool()
         scores = self.attribution_scores(output)
