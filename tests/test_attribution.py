@@ -6,7 +6,7 @@ import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from conftest import VIDEO_CFG, records
-from videoktr.attribution import key_token_masks, permute_slices, temporal_permutation, top_fraction_mask
+from videoktr.attribution import key_token_masks, temporal_permutation, top_fraction_mask
 from videoktr.inputs import encode, load_frames, prompt_text
 from videoktr.sft import sft_target
 from videoktr.rl import AccuracyReward, format_reward_func, grpo_config, to_dataset
