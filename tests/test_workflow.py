@@ -31,13 +31,15 @@ def job_counts(text: str) -> dict:
     return {name: int(count) for name, count in rows}
 
 
-def test_one_target_builds_only_what_it_needs():
-    out = snakemake("-n", "-F", "results/tiny/eval/ktr/tiny_temporal/f8.summary.json")
+def test_one_target_builds_only_what_it_needs(clean_dir):
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    out = snakemake("-n", "-F", "results/tiny/eval/ktr/tiny_temporal/f8.summary.json", cwd=clean_dir)
     assert out.returncode == 0, out.stderr
     assert job_counts(out.stdout + out.stderr) == {
-        "world": 1, "prepare_split": 2, "base_model": 1, "sft": 1, "difficulty_filter": 1, "train": 1, "evaluate": 1}
-    table = job_counts((lambda o: o.stdout + o.stderr)(snakemake("-n", "-F", "results/tiny/tables/table1.md")))
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+        "world": 1, "prepare_split": 2, "base_model": 1, "sft": 1, "filter_shard": cfg["filter"]["shards"],
+        "difficulty_filter": 1, "train": 1, "evaluate": 1}
+    table = job_counts((lambda o: o.stdout + o.stderr)(snakemake("-n", "-F", "results/tiny/tables/table1.md",
+                                                                 cwd=clean_dir)))
     rows = set(cfg["tables"]["rows"]["table1"].values())
     assert table["train"] == len(rows - {"sft"}) and "attribution_semantics" not in table
     assert table["evaluate"] == len(rows) * len(cfg["eval"]["benchmarks"]) * len(cfg["eval"]["frames"])
@@ -156,6 +158,15 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
         kind = "tables" if name.startswith("table") else "figures"
         for ext in (("csv", "md", "tex") if kind == "tables" else ("png", "pdf", "csv")):
             assert (out / f"{kind}/{name}.{ext}").stat().st_size > 0, (name, ext)
+    # each ablation figure's CSV holds the accuracies of the summaries it was made from
+    f = cfg["tables"]["frames"]
+    for name in ("fig3a", "fig7", "fig8", "fig9"):
+        csv = pd.read_csv(out / f"figures/{name}.csv", keep_default_na=False, na_values=[""])
+        for label, run in cfg["tables"]["rows"][name].items():
+            row = csv[csv["method"] == label].iloc[0]
+            for bench in cfg["tables"]["benchmarks"]:
+                acc = json.loads((out / f"eval/{run}/{bench}/f{f}.summary.json").read_text())["accuracy"]
+                assert row[bench] == pytest.approx(100 * acc, abs=0.005), (name, label, bench)
     res = subprocess.run([f"{BIN}/snakemake", "--report", "results/tiny/report.html", "--configfile", "test.yaml",
                           "--replace-workflow-config"],
                          cwd=tmp_path, env=ENV, capture_output=True, text=True)

@@ -197,7 +197,7 @@ def write(df: pd.DataFrame, stem, title: str, lines: list[str]) -> None:
     Path(f"{stem}.md").write_text(f"# {title}\n\n" + "".join(f"> {x}\n>\n" for x in lines) + "\n" + body + "\n")
     latex = df.to_latex(na_rep="--", float_format=lambda v: f"{v:g}", escape=True,
                         caption=f"{title}. " + ". ".join(lines) + ".", label=f"tab:{stem.name}")
-    Path(f"{stem}.tex").write_text(latex)
+    Path(f"{stem}.tex").write_text("% needs \\usepackage{booktabs,multirow}\n" + latex)
 
 
 def build(name: str, config: dict, reference, summaries=(), metrics=()) -> pd.DataFrame:

@@ -10,7 +10,8 @@ except grid.GridError as e:
 
 TABLES = f"{OUT}/tables"
 REFERENCE = config["tables"]["reference"]
-GRID_CFG = cfg("tables", "eval", "runs", "model")  # what videoktr.grid reads
+# What videoktr.grid reads; not common.cfg(): its sorted keys would lose the order of each table's rows.
+GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model")})
 
 
 rule table1:
