@@ -127,7 +127,7 @@ def test_duplicate_ids_are_reported_not_doubled(tmp_path):
 
 
 def test_registry_covers_the_study():
-    assert set(BENCHMARKS) == {"tiny_appearance", "tiny_temporal", "tiny_counting", "video_holmes", "videommmu",
+    assert set(BENCHMARKS) == {"tiny_appearance", "tiny_temporal", "tiny_counting", "tiny_image", "video_holmes", "videommmu",
                                "mmvu", "tempcompass", "videomme", "mmmu", "ai2d", "mmstar", "chartqa"}
     for b in BENCHMARKS.values():
         assert b.protocol in PROTOCOLS and (b.tiny_split or b.records)
