@@ -16,3 +16,10 @@ def cfg(*sections):
 def data_dir(wildcards, input):
     """Record paths are relative to the folder that holds the clips."""
     return os.path.dirname(input.videos)
+
+
+def hub_cfg(section, name=None):
+    """JSON of one hub source (repo, revision, files, sha256), the mirror folder and the retries."""
+    sec = config[section]
+    source = dict(sec["hub"][name] if name else sec["hub"], config_key=f"{section}.hub" + (f".{name}" if name else ""))
+    return json.dumps({"source": source, "mirror": sec["mirror"], "retries": sec["retries"]}, sort_keys=True)

@@ -10,13 +10,6 @@ SPLITS = ["train"] if HUB_DATA else ["train", "eval_appearance", "eval_temporal"
 HUB = f"{OUT}/data/hub"
 
 
-def hub_cfg(section, name=None):
-    """JSON of one hub source (repo, revision, files, sha256), the mirror folder and the retries."""
-    sec = config[section]
-    source = dict(sec["hub"][name] if name else sec["hub"], config_key=f"{section}.hub" + (f".{name}" if name else ""))
-    return json.dumps({"source": source, "mirror": sec["mirror"], "retries": sec["retries"]}, sort_keys=True)
-
-
 PREFLIGHT = f"{OUT}/preflight.json" if preflight_needed(config) else []
 
 
