@@ -46,7 +46,8 @@ def cmd_build_model(a, cfg):
     from videoktr.tiny_model import build_tiny_model
 
     if cfg["model"]["source"] != "tiny":
-        raise SystemExit("model.source 'hub' is the paper-scale path, which is not built yet: use config/config.yaml")
+        raise SystemExit("build-model builds the tiny model only (model.source: tiny); with model.source: hub the "
+                         "SFT model is downloaded by `videoktr fetch` (rule sft)")
     records = load_json_records(a.records)
     texts = [t for r in records for t in (build_question(r), build_question(r, stage="eval"), sft_target(r))]
     v = cfg["video"]
