@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -65,28 +64,6 @@ def cmd_sft(a, cfg):
     _write_json(Path(a.out) / "sft_metrics.json", metrics)
 
 
-def cmd_filter(a, cfg):
-    from videoktr.filtering import keep_in_band, run_filter
-    from videoktr.generation import TransformersBackend
-    from videoktr.records import load_json_records
-
-    f = cfg["filter"]
-    records = load_json_records(a.records)
-    if f["max_questions"] and len(records) > f["max_questions"]:  # a seeded subset: the tiny world's time budget
-        keep = set(random.Random(cfg["seed"]).sample(range(len(records)), f["max_questions"]))
-        records = [r for i, r in enumerate(records) if i in keep]
-    backend = TransformersBackend(a.model, seed=cfg["seed"])
-    accuracy = run_filter(backend, records, a.data_dir, a.scores, k=f["k"], temperature=f["temperature"],
-                          max_new_tokens=f["max_new_tokens"], batch_size=f["batch_size"], video_cfg=cfg["video"])
-    keep = keep_in_band(accuracy, f["low"], f["high"])
-    kept = [r for r in records if r["problem_id"] in keep]
-    log.info("difficulty filter kept %d of %d questions (accuracy in [%s, %s])", len(kept), len(records), f["low"],
-             f["high"])
-    if not kept:
-        raise SystemExit(f"difficulty filter kept no question of {len(records)}: widen filter.low/filter.high")
-    _write_json(a.out, kept)
-
-
 def cmd_train(a, cfg):
     from videoktr.records import load_json_records
     from videoktr.rl import train_run
@@ -114,13 +91,6 @@ def cmd_evaluate(a, cfg):
     log.info("%s on %s at %d frames: accuracy %.3f (%d answered, %d errors)", a.name, a.benchmark, a.frames,
              summary["accuracy"], summary["answered"], summary["errors"])
     _write_json(a.out, summary)
-
-
-def cmd_table1(a, cfg):
-    from videoktr.tables import load_summaries, table1, write_table
-
-    write_table(table1(load_summaries(a.summaries)), Path(a.csv), Path(a.md),
-                "Table 1: accuracy (%) per method, benchmark and frame count")
 
 
 def cmd_semantics(a, cfg):
@@ -241,17 +211,15 @@ def parser() -> argparse.ArgumentParser:
         for arg in args:
             kind = int if arg == "frames" else str
             s.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=True, type=kind,
-                           nargs="+" if arg in ("summaries", "shards") else None)
+                           nargs="+" if arg == "shards" else None)
         s.set_defaults(fn=fn)
 
     add("world", cmd_world, "out")
     add("prepare", cmd_prepare, "records", "data_dir", "out", "skipped")
     add("build-model", cmd_build_model, "records", "out")
     add("sft", cmd_sft, "model", "records", "data_dir", "out")
-    add("filter", cmd_filter, "model", "records", "data_dir", "scores", "out")
     add("train", cmd_train, "name", "model", "records", "data_dir", "work_dir", "out", "metrics")
     add("evaluate", cmd_evaluate, "model", "name", "benchmark", "records", "data_dir", "frames", "predictions", "out")
-    add("table1", cmd_table1, "summaries", "csv", "md")
     add("semantics", cmd_semantics, "token_log", "out")
     add("fetch", cmd_fetch, "what", "download_dir", "out", "manifest")
     add("hub-records", cmd_hub_records, "hub_dir", "out", "videos")

@@ -149,21 +149,6 @@ def cost_table(metrics: dict[str, dict], ours: dict[str, str], paper: pd.DataFra
     return df.round(4)
 
 
-def table1(summaries: pd.DataFrame) -> pd.DataFrame:
-    """Any set of summaries as models x (benchmark, frames), plus the mean per frame count (`videoktr table1`)."""
-    wide = summaries.pivot_table(index="model", columns=["frames", "benchmark"], values="accuracy", sort=False) * 100
-    for f in sorted(summaries["frames"].unique()):
-        wide[(f, "mean")] = wide[f].mean(axis=1)
-    wide = wide.sort_index(axis=1, level=0, sort_remaining=False).round(1)
-    wide.columns = [f"{b} ({f}f)" for f, b in wide.columns]
-    return wide.loc[list(dict.fromkeys(summaries["model"]))]
-
-
-def write_table(df: pd.DataFrame, csv: Path, md: Path, title: str) -> None:
-    df.to_csv(csv)
-    md.write_text(f"# {title}\n\n" + df.to_markdown() + "\n")
-
-
 # -- notes and output ------------------------------------------------------------------------------------------------
 def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
     """What the two sides are, stated in every table: the tiny world is not the paper's study."""
