@@ -22,9 +22,28 @@ def test_default_config_validates_and_fills_defaults():
     (lambda c: c["runs"]["ktr"].update(signals=["X"]), "runs.ktr.signals"),
     (lambda c: c["runs"]["ktr"].update(train={"betta": 1}), "betta"),
     (lambda c: c["eval"].update(benchmarks=["nope"]), "eval.benchmarks"),
+    (lambda c: c["runs"]["ktr"].update(sft_model="sft_smal"), "runs.ktr.sft_model: unknown model 'sft_smal'"),
+    (lambda c: c["sft_models"]["sft_small"]["tiny"].update(hiden=8), "hiden"),
+    (lambda c: c["sft_models"].update(grpo={}), "sft_models.grpo: 'grpo' is also a run"),
+    (lambda c: c["sft_models"]["sft_small"].update(source="hub", hub={"repo": "a/b", "revision": "c"}),
+     "sft_models.sft_small.source: 'hub', but model.source is 'tiny'"),
+    (lambda c: c["sft_models"].update(sft={}), "sft_models"),
 ])
 def test_a_typo_or_wrong_type_names_the_key(edit, key):
     cfg = copy.deepcopy(BASE)
     edit(cfg)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(cfg)
+
+
+def test_an_sft_model_takes_the_keys_it_leaves_out_from_model():
+    cfg = copy.deepcopy(BASE)
+    cfg["model"]["retries"] = 5
+    cfg["sft_models"].update(small={"tiny": {"hidden_size": 32, "heads": 2}}, same={})
+    got = validate(cfg)
+    small, same = got["sft_models"]["small"], got["sft_models"]["same"]
+    assert (small["source"], small["retries"]) == ("tiny", 5)
+    # `tiny` is replaced as a unit: what the entry leaves out is the schema's default, not model.tiny's
+    assert (small["tiny"]["hidden_size"], small["tiny"]["heads"], small["tiny"]["layers"]) == (32, 2, 2)
+    assert same == got["model"]
+    assert got["runs"]["grpo"]["sft_model"] == "sft" and got["runs"]["grpo_small"]["sft_model"] == "sft_small"

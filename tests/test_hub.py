@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -240,3 +241,40 @@ def test_hub_data_path_of_the_dag_runs_on_a_mirror(tmp_path, mirror):
         manifest = json.loads((tmp_path / f"results/hubtest/data/hub/{name}/records.manifest.json").read_text())
         (entry,) = manifest["files"].values()
         assert entry["sha256"] == sha(mirror / manifest["repo"] / next(iter(manifest["files"])))
+
+
+def test_hub_model_path_of_the_dag_fetches_each_sft_model_from_its_own_repo(tmp_path):
+    """Table 5's second model size: `sft_models.<name>.hub` is fetched into models/<name> by the same rule as `model`."""
+    mirror = tmp_path / "mirror"
+    for repo, width in (("Org/SFT-7B", 7), ("Org/Instruct-3B", 3)):
+        (mirror / repo).mkdir(parents=True)
+        (mirror / repo / "config.json").write_text(json.dumps({"hidden_size": width}))
+        (mirror / repo / "model.safetensors").write_bytes(bytes(range(width)))
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    for item in ("Snakefile", "workflow", "config", "envs"):
+        os.symlink(ROOT / item, wd / item)
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg.update(run_name="hubmodels",
+               model={"source": "hub", "mirror": str(mirror), "hub": {"repo": "Org/SFT-7B", "revision": "c" * 40}},
+               sft_models={"small": {"hub": {"repo": "Org/Instruct-3B", "revision": "d" * 40}}})
+    (wd / "hub.yaml").write_text(yaml.safe_dump(cfg))
+    models = wd / "results/hubmodels/models"
+    res = subprocess.run([f"{BIN}/snakemake", "results/hubmodels/models/sft", "results/hubmodels/models/small", "-c1",
+                          "--configfile", "hub.yaml"], cwd=wd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for name, repo, width in (("sft", "Org/SFT-7B", 7), ("small", "Org/Instruct-3B", 3)):
+        assert json.loads((models / name / "config.json").read_text()) == {"hidden_size": width}
+        assert json.loads((models / name / "hub_manifest.json").read_text())["repo"] == repo
+    # the `small` entry took what it left out from `model`: the mirror it was read from
+    assert (models / "small" / "model.safetensors").resolve().read_bytes() == bytes(range(3))
+
+
+@pytest.mark.parametrize("key, mirror_key", [("model.hub", "model.mirror"), ("data.hub.video_r1", "data.mirror"),
+                                             ("sft_models.qwen3b.hub", "sft_models.qwen3b.mirror")])
+def test_the_offline_line_names_the_mirror_key_beside_the_source(key, mirror_key, monkeypatch):
+    from videoktr.hub import HubUnavailable, probe
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnavailable, match=f"set {re.escape(mirror_key)} to a folder holding Org/M/<files>"):
+        probe({"repo": "Org/M", "revision": "main", "config_key": key})

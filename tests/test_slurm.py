@@ -54,7 +54,10 @@ def dry_run_jobs(text: str) -> list[dict]:
     for line in text.splitlines():
         m = re.match(r"^(?:local)?rule (\w+):$", line)
         if m:
-            jobs.append({"rule": m.group(1), "wildcards": {}, "resources": {}})
+            jobs.append({"rule": m.group(1), "wildcards": {}, "resources": {}, "input": ""})
+            continue
+        if line.startswith("    input: ") and jobs:
+            jobs[-1]["input"] = line[len("    input: "):]
             continue
         m = re.match(r"^    (wildcards|resources): (.*)$", line)
         if m and jobs:
@@ -170,14 +173,16 @@ def test_paper_config_validates_and_holds_the_papers_runs():
 def test_whole_paper_dag_dry_runs(paper_dry_run):
     counts = job_counts(paper_dry_run.text)
     cfg = paper_dry_run.cfg
-    assert counts["train"] == len(cfg["runs"]) == 28
+    assert counts["train"] == len(cfg["runs"]) == 30
     # the eval grid (Table 1's methods) plus what each table and figure needs of its own rows (videoktr.grid):
     # every run is evaluated, the ablations only at the tables' frame count
     from videoktr import grid
 
     assert {m for m, _, _ in grid.all_evaluations(cfg)} == {"sft", *cfg["runs"]}
     assert counts["evaluate"] == len(grid.all_evaluations(cfg))
-    for rule in ("preflight", "world", "sft", "difficulty_filter", "table1", "attribution_semantics",
+    # two SFT models: the 7B one (model) and Table 5's 3B (sft_models.qwen3b), each fetched once
+    assert counts["sft"] == 2
+    for rule in ("preflight", "world", "difficulty_filter", "table1", "table5", "attribution_semantics",
                  "fig2_key_tokens", "fig4_pos", "fig5_overlap", "fig6_wordclouds", "fig11_gradients",
                  "fig12_positions"):
         assert counts[rule] == 1, rule
@@ -189,8 +194,15 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
     for rule in ("hub_records", "hub_media", "sft"):
         block = text.split(f"rule {rule}:")[1].split("\n\n")[0]
         assert "results/paper/preflight.json" in block.split("output:")[0], (rule, block)
-    trained = {j["wildcards"]["run"] for j in dry_run_jobs(paper_dry_run.text) if j["rule"] == "train"}
-    assert trained == set(cfg["runs"])
+    jobs = dry_run_jobs(paper_dry_run.text)
+    trained = {j["wildcards"]["run"]: j for j in jobs if j["rule"] == "train"}
+    assert set(trained) == set(cfg["runs"])
+    # Table 5's runs start from the 3B model, every other run from the 7B SFT model
+    for run, job in trained.items():
+        start = "qwen3b" if run in ("grpo_3b", "ktr_3b") else "sft"
+        assert f"results/paper/models/{start}," in job["input"] + ",", (run, job["input"])
+    assert {j["wildcards"]["sft"] for j in jobs if j["rule"] == "sft"} == {"sft", "qwen3b"}
+    assert {r for _, r in cfg["tables"]["rows"]["table5"].items()} == {"grpo_3b", "ktr_3b"}
     # Its duration is a figure, not an assertion (timed tests flake on a shared machine): printed for the log.
     print(f"paper DAG dry run: {paper_dry_run.seconds:.1f} s")
 

@@ -203,3 +203,20 @@ def test_tiny_image_is_one_frame_of_each_appearance_clip(world):
     image = np.array(Image.open(io.BytesIO(r["images"][0])))
     frames = read_frames(world / r["path"], fps=1000.0, max_frames=10_000)
     assert r["data_type"] == "image" and np.array_equal(image, frames[len(frames) // 2])
+
+
+def test_table5_says_which_model_its_runs_start_from(tmp_path):
+    cfg = config()
+    rows = cfg["tables"]["rows"]["table5"]
+    assert {cfg["runs"][r]["sft_model"] for r in rows.values()} == {"sft_small"}
+    paths = write_summaries(tmp_path, grid.evaluations(cfg, "table5"))
+    sections = json.dumps({k: cfg[k] for k in ("tables", "eval", "runs", "model", "sft_models")})
+    assert tables.main(["table5", "--cfg", sections, "--summaries", *paths, "--reference", str(REFERENCE),
+                        "--out", str(tmp_path / "t/table5")]) == 0
+    md = (tmp_path / "t/table5.md").read_text()
+    assert "GRPO-3B, Video-KTR-3B from sft_small (tiny Qwen2.5-VL, hidden 32, 2 layers)" in md
+    df = pd.read_csv(tmp_path / "t/table5.csv", keep_default_na=False, na_values=[""], dtype={"frames": str})
+    got = df[(df["method"] == "Video-KTR-3B") & (df["frames"] == "8")]["tiny_counting"].item()
+    assert got == pytest.approx(100 * accuracy("ktr_small", "tiny_counting", 8), abs=0.005)
+    # Table 1's rows all start from `sft`: no such note there
+    assert tables.starting_models(cfg, "table1") == ""

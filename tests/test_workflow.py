@@ -86,6 +86,18 @@ def test_an_ablation_target_builds_only_its_own_runs(target, clean_dir):
                                    "difficulty_filter", "train", "evaluate"} == {target}
 
 
+def test_table5_trains_its_runs_from_the_second_model(clean_dir):
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    jobs = dry_run_jobs("results/tiny/tables/table5.md", clean_dir)
+    rows = set(cfg["tables"]["rows"]["table5"].values())
+    assert {w["run"] for r, w in jobs if r == "train"} == rows == {"grpo_small", "ktr_small"}
+    # both models are built and fine-tuned: sft_small for the runs, sft for the difficulty filter they train on
+    assert sorted(w["sft"] for r, w in jobs if r in ("base_model", "sft")) == ["sft", "sft", "sft_small", "sft_small"]
+    out = snakemake("-n", "-F", "results/tiny/train/ktr_small/metrics.json", cwd=clean_dir)
+    train = (out.stdout + out.stderr).split("rule train:")[1].split("\n\n")[0]
+    assert "results/tiny/models/sft_small," in train and "results/tiny/models/sft," not in train
+
+
 def test_all_builds_every_table_and_figure(clean_dir):
     jobs = {r for r, _ in dry_run_jobs("all", clean_dir)}
     assert {"table1", "table2", "table3", "table4", "table5", "fig2_key_tokens", "fig3a", "fig3b", "fig4_pos",

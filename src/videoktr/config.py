@@ -49,6 +49,10 @@ def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
     """Return a validated copy of `config` with defaults; raise ConfigError naming the offending key."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     config = copy.deepcopy(config)
+    # An entry of sft_models is `model` with some keys replaced (whole sub-sections: `hub` or `tiny` as a unit).
+    if isinstance(config.get("sft_models"), dict) and isinstance(config.get("model", {}), dict):
+        config["sft_models"] = {name: {**copy.deepcopy(config.get("model", {})), **entry} if isinstance(entry, dict)
+                                else entry for name, entry in config["sft_models"].items()}
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -60,9 +64,30 @@ def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
         unknown = set(run["train"]) - set(config["train"])
         if unknown:
             raise ConfigError(f"config error at runs.{name}.train: unknown key {sorted(unknown)[0]!r}")
+    _check_sft_models(config)
     if config["filter"]["low"] > config["filter"]["high"]:
         raise ConfigError("config error at filter: low must not exceed high")
     return config
+
+
+def _check_sft_models(config: dict) -> None:
+    models = sft_models(config)
+    for name, section in config["sft_models"].items():
+        if name in config["runs"]:
+            raise ConfigError(f"config error at sft_models.{name}: {name!r} is also a run; a model and a run "
+                              "need different names (both are models/<name>)")
+        if section["source"] != config["model"]["source"]:
+            raise ConfigError(f"config error at sft_models.{name}.source: {section['source']!r}, but model.source is "
+                              f"{config['model']['source']!r}; a study takes its SFT models from one source")
+    for name, run in config["runs"].items():
+        if run["sft_model"] not in models:
+            raise ConfigError(f"config error at runs.{name}.sft_model: unknown model {run['sft_model']!r} "
+                              f"(known: {', '.join(models)})")
+
+
+def sft_models(config: dict) -> dict[str, dict]:
+    """{name: model section} of every model a run can start from: `sft` (config `model`) and `sft_models`."""
+    return {"sft": config["model"], **config["sft_models"]}
 
 
 def load(path: Path) -> dict:

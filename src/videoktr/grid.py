@@ -7,7 +7,8 @@ Config `tables` (workflow/schemas/config.schema.yaml, config/README.md):
     image_benchmarks    Table 3 (paper: MMMU, AI2D, MMStar, ChartQA; tiny world: tiny_image)
     subtask_benchmarks  Fig. 3b, per subtask (paper: Video-Holmes' seven question types)
     table5_frames       Table 5's frame counts (paper: 16, 32, 64)
-    rows.<target>       {paper row label: our run}: the paper's row each of our runs stands beside
+    rows.<target>       {paper row label: our run}: the paper's row each of our runs stands beside (a run, `sft`
+                        or a name in `sft_models`: Table 5's second model size is runs with `sft_model` set)
 
 Table 1 and Table 5 take `eval.benchmarks`; Table 1 takes `eval.frames`. A target pulls only the evaluations of its
 own rows, so `snakemake results/<run>/tables/table2.md` trains and evaluates Table 2's runs and nothing else.
@@ -85,13 +86,14 @@ def frames(config: dict, name: str) -> list[int]:
 
 def check(config: dict, name: str) -> None:
     """GridError naming the first run or benchmark of `name` that the config lacks."""
-    known = {"sft", *config["runs"]}
+    models = {"sft", *config.get("sft_models", {})}
+    known = models | set(config["runs"])
     for label, run in rows(config, name).items():
         if run not in known:
             raise GridError(f"{name}: row {label!r} names run {run!r}, which is not in config runs "
-                            f"(runs: {', '.join(sorted(known))})")
-        if TARGETS[name].kind == "cost" and run == "sft":
-            raise GridError(f"{name}: row {label!r} names 'sft', which has no RL training log")
+                            f"(runs and SFT models: {', '.join(sorted(known))})")
+        if TARGETS[name].kind == "cost" and run in models:
+            raise GridError(f"{name}: row {label!r} names the SFT model {run!r}, which has no RL training log")
     bench = benchmarks(config, name)
     if TARGETS[name].benchmarks != "none" and not bench:
         key = {"image": "tables.image_benchmarks"}.get(TARGETS[name].benchmarks, "tables.benchmarks")

@@ -85,7 +85,8 @@ def _key(source: dict) -> str:
 
 
 def _fix(source: dict) -> str:
-    mirror_key = _key(source).split(".")[0] + ".mirror"
+    # the mirror sits beside the hub key: data.hub.<name> -> data.mirror, sft_models.<name>.hub -> sft_models.<name>.mirror
+    mirror_key = _key(source).split(".hub")[0] + ".mirror"
     return f"or set {mirror_key} to a folder holding {source['repo']}/<files>"
 
 

@@ -165,12 +165,35 @@ def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
     if tiny:
         ours += (" -- the embedded tiny world (a tiny random-init Qwen2.5-VL, generated clips, tiny_* benchmarks): "
                  "not the paper's model or benchmarks; compare the order of the methods, not the numbers")
+    start = starting_models(config, name)
+    if start:
+        ours += f"; {start}"
     stated = sorted({f for f in paper["frames"] if f}, key=float)
     where = f" at {'/'.join(stated)} frames" if stated and grid.TARGETS[name].kind != "frames" else ""
     extra = "; ".join(sorted({n for n in paper["note"] if n}))
     theirs = (f"paper: the values printed in the paper (Qwen2.5-VL-7B unless the row says otherwise){where}, "
               f"from config/reference/paper_tables.csv" + (f" ({extra})" if extra else ""))
     return [ours, theirs, "empty cell: not run in this grid (ours) or not reported (paper)"]
+
+
+def starting_models(config: dict, name: str) -> str:
+    """Which model each row's run starts from, when some start from another than `sft` (e.g. Table 5's size)."""
+    runs, models = config["runs"], {"sft": config["model"], **config.get("sft_models", {})}
+    start = {label: runs[r].get("sft_model", "sft") if r in runs else r for label, r in grid.rows(config, name).items()}
+    if set(start.values()) <= {"sft"}:
+        return ""
+
+    def what(m: str) -> str:
+        sec = models[m]
+        if sec.get("source") == "hub":
+            return sec["hub"]["repo"]
+        t = sec["tiny"]
+        return f"tiny Qwen2.5-VL, hidden {t['hidden_size']}, {t['layers']} layers"
+
+    by: dict[str, list[str]] = {}
+    for label, m in start.items():
+        by.setdefault(m, []).append(label)
+    return "; ".join(f"{', '.join(labels)} from {m} ({what(m)})" for m, labels in by.items())
 
 
 def write(df: pd.DataFrame, stem, title: str, lines: list[str]) -> None:

@@ -1,7 +1,11 @@
 import json
 import os
 
+from videoktr.config import sft_models
+
 RUN = config["run_name"]
+# The models RL starts from, each built (tiny) or fetched (hub) into models/<name>: `sft` (config model), sft_models.
+SFT_MODELS = sft_models(config)
 OUT = f"results/{RUN}"
 WORLD = f"{OUT}/data/world"
 # Starts `videoktr` once per node under SLURM (torchrun across the allocation), plainly elsewhere.
@@ -18,8 +22,21 @@ def data_dir(wildcards, input):
     return os.path.dirname(input.videos)
 
 
-def hub_cfg(section, name=None):
-    """JSON of one hub source (repo, revision, files, sha256), the mirror folder and the retries."""
-    sec = config[section]
-    source = dict(sec["hub"][name] if name else sec["hub"], config_key=f"{section}.hub" + (f".{name}" if name else ""))
-    return json.dumps({"source": source, "mirror": sec["mirror"], "retries": sec["retries"]}, sort_keys=True)
+def hub_cfg(sec, source, key):
+    """JSON of one hub source (repo, revision, files, sha256; config key `key`), its section's mirror and retries."""
+    return json.dumps({"source": dict(source, config_key=key), "mirror": sec["mirror"], "retries": sec["retries"]},
+                      sort_keys=True)
+
+
+def data_hub_cfg(dataset):
+    return hub_cfg(config["data"], config["data"]["hub"][dataset], f"data.hub.{dataset}")
+
+
+def model_hub_cfg(name):
+    sec = SFT_MODELS[name]
+    return hub_cfg(sec, sec["hub"], "model.hub" if name == "sft" else f"sft_models.{name}.hub")
+
+
+def model_cfg(name, *sections):
+    """cfg() with `model` = the section of SFT model `name`."""
+    return json.dumps({**{s: config[s] for s in sections}, "model": SFT_MODELS[name]}, sort_keys=True)

@@ -49,7 +49,7 @@ if HUB_DATA:
         wildcard_constraints:
             dataset="|".join(config["data"]["hub"]),
         params:
-            cfg=lambda w: hub_cfg("data", w.dataset),
+            cfg=lambda w: data_hub_cfg(w.dataset),
             files=lambda w: f"{HUB}/{w.dataset}/files",
         conda:
             "../../envs/train.yaml"
@@ -68,7 +68,7 @@ if HUB_DATA:
         wildcard_constraints:
             dataset="|".join(config["data"]["hub"]),
         params:
-            cfg=lambda w: hub_cfg("data", w.dataset),
+            cfg=lambda w: data_hub_cfg(w.dataset),
             files=lambda w: f"{HUB}/{w.dataset}/files",
         conda:
             "../../envs/train.yaml"

@@ -11,7 +11,7 @@ except grid.GridError as e:
 TABLES = f"{OUT}/tables"
 REFERENCE = config["tables"]["reference"]
 # What videoktr.grid reads; not common.cfg(): its sorted keys would lose the order of each table's rows.
-GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model")})
+GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models")})
 
 
 rule table1:

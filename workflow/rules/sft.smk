@@ -1,7 +1,11 @@
-# The SFT model. `model.source: tiny`: a tiny Qwen2.5-VL built here and fine-tuned on think/answer targets.
-# `model.source: hub`: the released CoT-SFT checkpoint (config model.hub, pinned revision; or model.mirror), fetched
-# on the submit host into models/.download/sft (outside the rule output, so an interrupted download resumes) and
-# linked file by file into models/sft.
+# The SFT models, one per name in SFT_MODELS (`sft` = config model; config sft_models adds others, e.g. a second model
+# size for Table 5), each in models/<name>; a run starts from runs.<run>.sft_model. All come from model.source:
+# `tiny`: a tiny Qwen2.5-VL built here (models/<name>.init) and fine-tuned on think/answer targets;
+# `hub`: a released checkpoint (model.hub / sft_models.<name>.hub, pinned revision; or its mirror), fetched on the
+# submit host into models/.download/<name> (outside the rule output, so an interrupted download resumes) and linked
+# file by file into models/<name>.
+
+SFT_NAMES = "|".join(SFT_MODELS)
 
 if config["model"]["source"] == "hub":
 
@@ -11,14 +15,16 @@ if config["model"]["source"] == "hub":
         input:
             PREFLIGHT,
         output:
-            directory(f"{OUT}/models/sft"),
+            directory(f"{OUT}/models/{{sft}}"),
+        wildcard_constraints:
+            sft=SFT_NAMES,
         params:
-            cfg=lambda w: hub_cfg("model"),
-            files=f"{OUT}/models/.download/sft",
+            cfg=lambda w: model_hub_cfg(w.sft),
+            files=lambda w: f"{OUT}/models/.download/{w.sft}",
         conda:
             "../../envs/train.yaml"
         log:
-            f"{OUT}/logs/sft.log",
+            f"{OUT}/logs/{{sft}}.log",
         shell:
             "videoktr fetch --cfg {params.cfg:q} --what model --download-dir {params.files}"
             " --out {output} --manifest {output}/hub_manifest.json > {log} 2>&1"
@@ -29,30 +35,34 @@ else:
         input:
             f"{OUT}/data/clean/train.json",
         output:
-            directory(f"{OUT}/models/base"),
+            directory(f"{OUT}/models/{{sft}}.init"),
+        wildcard_constraints:
+            sft=SFT_NAMES,
         params:
-            cfg=cfg("seed", "model", "video"),
+            cfg=lambda w: model_cfg(w.sft, "seed", "video"),
         conda:
             "../../envs/train.yaml"
         log:
-            f"{OUT}/logs/base_model.log",
+            f"{OUT}/logs/{{sft}}_base_model.log",
         shell:
             "videoktr build-model --cfg {params.cfg:q} --records {input} --out {output} > {log} 2>&1"
 
     rule sft:
         input:
-            model=f"{OUT}/models/base",
+            model=f"{OUT}/models/{{sft}}.init",
             videos=rules.world.output.videos,
             records=f"{OUT}/data/clean/train.json",
         output:
-            directory(f"{OUT}/models/sft"),
+            directory(f"{OUT}/models/{{sft}}"),
+        wildcard_constraints:
+            sft=SFT_NAMES,
         params:
             data_dir=data_dir,
             cfg=cfg("seed", "sft", "video"),
         conda:
             "../../envs/train.yaml"
         log:
-            f"{OUT}/logs/sft.log",
+            f"{OUT}/logs/{{sft}}.log",
         shell:
             "videoktr sft --cfg {params.cfg:q} --model {input.model} --records {input.records}"
             " --data-dir {params.data_dir} --out {output} > {log} 2>&1"

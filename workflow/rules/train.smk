@@ -1,9 +1,10 @@
-# RL training, one job per named run in config `runs` (a method plus overrides of `train`).
+# RL training, one job per named run in config `runs` (a method plus overrides of `train`), each from its SFT model
+# (runs.<run>.sft_model). Every run trains on the study's filtered set (made with the `sft` model).
 
 
 rule train:
     input:
-        model=f"{OUT}/models/sft",
+        model=lambda w: f"{OUT}/models/{config['runs'][w.run]['sft_model']}",
         videos=rules.world.output.videos,
         records=f"{OUT}/data/filtered/train.json",
     output:
