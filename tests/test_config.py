@@ -28,6 +28,9 @@ def test_default_config_validates_and_fills_defaults():
     (lambda c: c["sft_models"]["sft_small"].update(source="hub", hub={"repo": "a/b", "revision": "c"}),
      "sft_models.sft_small.source: 'hub', but model.source is 'tiny'"),
     (lambda c: c["sft_models"].update(sft={}), "sft_models"),
+    (lambda c: c["sft_models"].update(same={}), "sft_models.same: no `tiny` section"),
+    (lambda c: c["sft_models"]["sft_small"].update(hub={"repo": "a/b", "revision": "c"}),
+     "sft_models.sft_small.hub: a model of source tiny takes no `hub` section"),
 ])
 def test_a_typo_or_wrong_type_names_the_key(edit, key):
     cfg = copy.deepcopy(BASE)
@@ -39,11 +42,10 @@ def test_a_typo_or_wrong_type_names_the_key(edit, key):
 def test_an_sft_model_takes_the_keys_it_leaves_out_from_model():
     cfg = copy.deepcopy(BASE)
     cfg["model"]["retries"] = 5
-    cfg["sft_models"].update(small={"tiny": {"hidden_size": 32, "heads": 2}}, same={})
+    cfg["sft_models"].update(small={"tiny": {"hidden_size": 32, "heads": 2}})
     got = validate(cfg)
-    small, same = got["sft_models"]["small"], got["sft_models"]["same"]
+    small = got["sft_models"]["small"]
     assert (small["source"], small["retries"]) == ("tiny", 5)
     # `tiny` is replaced as a unit: what the entry leaves out is the schema's default, not model.tiny's
     assert (small["tiny"]["hidden_size"], small["tiny"]["heads"], small["tiny"]["layers"]) == (32, 2, 2)
-    assert same == got["model"]
     assert got["runs"]["grpo"]["sft_model"] == "sft" and got["runs"]["grpo_small"]["sft_model"] == "sft_small"

@@ -257,21 +257,20 @@ def test_hub_model_path_of_the_dag_fetches_each_sft_model_from_its_own_repo(tmp_
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     cfg.update(run_name="hubmodels",
                model={"source": "hub", "mirror": str(mirror), "hub": {"repo": "Org/SFT-7B", "revision": "c" * 40}},
-               sft_models={"small": {"hub": {"repo": "Org/Instruct-3B", "revision": "d" * 40}}})
+               sft_models={"sft_small": {"hub": {"repo": "Org/Instruct-3B", "revision": "d" * 40}}})
     (wd / "hub.yaml").write_text(yaml.safe_dump(cfg))
     models = wd / "results/hubmodels/models"
-    res = subprocess.run([f"{BIN}/snakemake", "results/hubmodels/models/sft", "results/hubmodels/models/small", "-c1",
-                          "--configfile", "hub.yaml"], cwd=wd, env=ENV, capture_output=True, text=True, timeout=600)
+    res = subprocess.run([f"{BIN}/snakemake", "results/hubmodels/models/sft", "results/hubmodels/models/sft_small", "-c1",
+                          "--configfile", "hub.yaml", "--replace-workflow-config"], cwd=wd, env=ENV, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    for name, repo, width in (("sft", "Org/SFT-7B", 7), ("small", "Org/Instruct-3B", 3)):
+    for name, repo, width in (("sft", "Org/SFT-7B", 7), ("sft_small", "Org/Instruct-3B", 3)):
         assert json.loads((models / name / "config.json").read_text()) == {"hidden_size": width}
         assert json.loads((models / name / "hub_manifest.json").read_text())["repo"] == repo
-    # the `small` entry took what it left out from `model`: the mirror it was read from
-    assert (models / "small" / "model.safetensors").resolve().read_bytes() == bytes(range(3))
 
 
 @pytest.mark.parametrize("key, mirror_key", [("model.hub", "model.mirror"), ("data.hub.video_r1", "data.mirror"),
-                                             ("sft_models.qwen3b.hub", "sft_models.qwen3b.mirror")])
+                                             ("sft_models.qwen3b.hub", "sft_models.qwen3b.mirror"),
+                                             ("sft_models.hub3b.hub", "sft_models.hub3b.mirror")])
 def test_the_offline_line_names_the_mirror_key_beside_the_source(key, mirror_key, monkeypatch):
     from videoktr.hub import HubUnavailable, probe
 

@@ -220,3 +220,10 @@ def test_table5_says_which_model_its_runs_start_from(tmp_path):
     assert got == pytest.approx(100 * accuracy("ktr_small", "tiny_counting", 8), abs=0.005)
     # Table 1's rows all start from `sft`: no such note there
     assert tables.starting_models(cfg, "table1") == ""
+
+
+def test_a_row_that_is_the_second_model_itself_is_named_so():
+    cfg = config(table5={"Qwen2.5-VL-3B-SFT": "sft_small", "GRPO-3B": "grpo_small", "GRPO": "grpo"})
+    assert tables.starting_models(cfg, "table5") == (
+        "GRPO-3B from sft_small (tiny Qwen2.5-VL, hidden 32, 2 layers); GRPO from sft (tiny Qwen2.5-VL, hidden 64, "
+        "2 layers); Qwen2.5-VL-3B-SFT is sft_small (tiny Qwen2.5-VL, hidden 32, 2 layers)")

@@ -50,7 +50,9 @@ def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
     schema = yaml.safe_load(Path(schema_path).read_text())
     config = copy.deepcopy(config)
     # An entry of sft_models is `model` with some keys replaced (whole sub-sections: `hub` or `tiny` as a unit).
+    given = {}
     if isinstance(config.get("sft_models"), dict) and isinstance(config.get("model", {}), dict):
+        given = {name: set(entry) for name, entry in config["sft_models"].items() if isinstance(entry, dict)}
         config["sft_models"] = {name: {**copy.deepcopy(config.get("model", {})), **entry} if isinstance(entry, dict)
                                 else entry for name, entry in config["sft_models"].items()}
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
@@ -64,21 +66,31 @@ def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
         unknown = set(run["train"]) - set(config["train"])
         if unknown:
             raise ConfigError(f"config error at runs.{name}.train: unknown key {sorted(unknown)[0]!r}")
-    _check_sft_models(config)
+    _check_sft_models(config, given)
     if config["filter"]["low"] > config["filter"]["high"]:
         raise ConfigError("config error at filter: low must not exceed high")
     return config
 
 
-def _check_sft_models(config: dict) -> None:
+def _check_sft_models(config: dict, given: dict[str, set]) -> None:
     models = sft_models(config)
     for name, section in config["sft_models"].items():
         if name in config["runs"]:
             raise ConfigError(f"config error at sft_models.{name}: {name!r} is also a run; a model and a run "
                               "need different names (both are models/<name>)")
-        if section["source"] != config["model"]["source"]:
-            raise ConfigError(f"config error at sft_models.{name}.source: {section['source']!r}, but model.source is "
+        source = section["source"]
+        if source != config["model"]["source"]:
+            raise ConfigError(f"config error at sft_models.{name}.source: {source!r}, but model.source is "
                               f"{config['model']['source']!r}; a study takes its SFT models from one source")
+        # its own checkpoint (hub) or architecture (tiny): taken from `model`, it would be a copy of `sft`
+        own, other = ("hub", "tiny") if source == "hub" else ("tiny", "hub")
+        if own not in given.get(name, ()):
+            raise ConfigError(f"config error at sft_models.{name}: no `{own}` section; with model.source {source} "
+                              f"each model gives its own (else it is a copy of `model`)")
+        if other in given.get(name, ()):
+            raise ConfigError(f"config error at sft_models.{name}.{other}: a model of source {source} takes no "
+                              f"`{other}` section (is this a config of the other kind merged in? a profile's "
+                              "configfile takes replace-workflow-config)")
     for name, run in config["runs"].items():
         if run["sft_model"] not in models:
             raise ConfigError(f"config error at runs.{name}.sft_model: unknown model {run['sft_model']!r} "

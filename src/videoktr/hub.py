@@ -86,7 +86,7 @@ def _key(source: dict) -> str:
 
 def _fix(source: dict) -> str:
     # the mirror sits beside the hub key: data.hub.<name> -> data.mirror, sft_models.<name>.hub -> sft_models.<name>.mirror
-    mirror_key = _key(source).split(".hub")[0] + ".mirror"
+    mirror_key = re.sub(r"\.hub(\.[^.]+)?$", "", _key(source)) + ".mirror"
     return f"or set {mirror_key} to a folder holding {source['repo']}/<files>"
 
 

@@ -179,8 +179,10 @@ def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
 def starting_models(config: dict, name: str) -> str:
     """Which model each row's run starts from, when some start from another than `sft` (e.g. Table 5's size)."""
     runs, models = config["runs"], {"sft": config["model"], **config.get("sft_models", {})}
-    start = {label: runs[r].get("sft_model", "sft") if r in runs else r for label, r in grid.rows(config, name).items()}
-    if set(start.values()) <= {"sft"}:
+    rows = grid.rows(config, name)
+    start = {label: runs[r].get("sft_model", "sft") for label, r in rows.items() if r in runs}
+    itself = {label: r for label, r in rows.items() if r in models}  # a row that is an SFT model, not a run
+    if set(start.values()) | set(itself.values()) <= {"sft"}:
         return ""
 
     def what(m: str) -> str:
@@ -193,7 +195,8 @@ def starting_models(config: dict, name: str) -> str:
     by: dict[str, list[str]] = {}
     for label, m in start.items():
         by.setdefault(m, []).append(label)
-    return "; ".join(f"{', '.join(labels)} from {m} ({what(m)})" for m, labels in by.items())
+    return "; ".join([f"{', '.join(labels)} from {m} ({what(m)})" for m, labels in by.items()]
+                     + [f"{label} is {m} ({what(m)})" for label, m in itself.items()])
 
 
 def write(df: pd.DataFrame, stem, title: str, lines: list[str]) -> None:

@@ -24,7 +24,7 @@ if config["model"]["source"] == "hub":
         conda:
             "../../envs/train.yaml"
         log:
-            f"{OUT}/logs/{{sft}}.log",
+            f"{OUT}/logs/sft/{{sft}}.log",
         shell:
             "videoktr fetch --cfg {params.cfg:q} --what model --download-dir {params.files}"
             " --out {output} --manifest {output}/hub_manifest.json > {log} 2>&1"
@@ -43,7 +43,7 @@ else:
         conda:
             "../../envs/train.yaml"
         log:
-            f"{OUT}/logs/{{sft}}_base_model.log",
+            f"{OUT}/logs/sft/{{sft}}.init.log",
         shell:
             "videoktr build-model --cfg {params.cfg:q} --records {input} --out {output} > {log} 2>&1"
 
@@ -62,7 +62,7 @@ else:
         conda:
             "../../envs/train.yaml"
         log:
-            f"{OUT}/logs/{{sft}}.log",
+            f"{OUT}/logs/sft/{{sft}}.log",
         shell:
             "videoktr sft --cfg {params.cfg:q} --model {input.model} --records {input.records}"
             " --data-dir {params.data_dir} --out {output} > {log} 2>&1"
