@@ -1,4 +1,7 @@
 import json
+from pathlib import Path
+
+import pytest
 
 from conftest import VIDEO_CFG, records
 from videoktr.evaluation import evaluate, read_predictions, summarize
@@ -102,3 +105,54 @@ def test_filter_with_vllm_and_no_gpu_fails_with_one_line(world, tiny_model_dir, 
     lines = [x for x in res.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "filter.backend 'vllm' needs a CUDA GPU" in lines[0], res.stderr
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_predictions_and_filter_scores_of_another_model_are_redone(world, tiny_model_dir, tmp_path):
+    """A retrained model in the same folder (another model_key) is never scored by its predecessor's rows."""
+    backend = TransformersBackend(tiny_model_dir)
+    recs = records(world, "eval_appearance")[:3]
+    pred = tmp_path / "p.jsonl"
+    evaluate(backend, recs, world, pred, frames=8, video_cfg=VIDEO_CFG, eval_cfg=EVAL, model_key="old")
+    first = read_predictions(pred)
+    evaluate(backend, recs, world, pred, frames=8, video_cfg=VIDEO_CFG, eval_cfg=EVAL, model_key="old")
+    assert read_predictions(pred) == first  # same model and settings: resumed, nothing asked again
+    evaluate(backend, recs, world, pred, frames=8, video_cfg=VIDEO_CFG, eval_cfg=EVAL, model_key="new")
+    again = read_predictions(pred)
+    assert sorted(again) == sorted(first) and len(pred.read_text().splitlines()) == len(recs)  # one row each
+    assert all(again[k]["context"] != first[k]["context"] for k in first)
+    # other sampling settings count too
+    evaluate(backend, recs, world, pred, frames=8, video_cfg=VIDEO_CFG, eval_cfg=dict(EVAL, max_new_tokens=5),
+             model_key="new")
+    assert all(read_predictions(pred)[k]["context"] != again[k]["context"] for k in first)
+
+    scores = tmp_path / "acc.jsonl"
+    sampling = dict(k=2, temperature=1.0, max_new_tokens=4, batch_size=8, video_cfg=VIDEO_CFG)
+    train = records(world)[:2]
+    run_filter(backend, train, world, scores, model_key="old", **sampling)
+    old = [json.loads(line) for line in scores.read_text().splitlines()]
+    run_filter(backend, train, world, scores, model_key="old", **sampling)
+    assert [json.loads(line) for line in scores.read_text().splitlines()] == old
+    run_filter(backend, train, world, scores, model_key="new", **sampling)
+    new = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert [r["problem_id"] for r in new] == [r["problem_id"] for r in old]
+    assert {r["context"] for r in new}.isdisjoint({r["context"] for r in old})
+
+
+def test_model_fingerprint_follows_the_files_not_the_folder(tiny_model_dir, tmp_path):
+    import os
+    import shutil
+
+    from videoktr.provenance import model_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for f in Path(tiny_model_dir).iterdir():  # as the hub rule links a download file by file
+        (linked / f.name).symlink_to(f)
+    assert model_fingerprint(tiny_model_dir) == model_fingerprint(copy) == model_fingerprint(linked)
+    weights = next(copy.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert model_fingerprint(copy) != model_fingerprint(tiny_model_dir)
+    with pytest.raises(FileNotFoundError, match="no model files"):
+        model_fingerprint(tmp_path / "empty")

@@ -80,6 +80,18 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_a_changed_config_starts_af
     again = train_run("ktr", run, tiny_model_dir, recs, world, tmp_path / "w", tmp_path / "out2",
                       video_cfg=VIDEO_CFG, seed=0)
     assert again["resumed_from"] is None and again["global_step"] == 3
+    # the starting model counts by identity, not by path: the same files elsewhere resume, a rewritten one does not
+    import os
+    import shutil
+
+    model2 = tmp_path / "model2"
+    shutil.copytree(tiny_model_dir, model2)  # copy2 keeps sizes and times: the same model
+    same = train_run("ktr", run, model2, recs, world, tmp_path / "w", tmp_path / "out3", video_cfg=VIDEO_CFG, seed=0)
+    assert same["resumed_from"].endswith("checkpoint-3")
+    weights = next(model2.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten in place
+    fresh = train_run("ktr", run, model2, recs, world, tmp_path / "w", tmp_path / "out4", video_cfg=VIDEO_CFG, seed=0)
+    assert fresh["resumed_from"] is None and fresh["global_step"] == 3
 
 
 def _ktr(world, model_dir, tmp_path, **settings):

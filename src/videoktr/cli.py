@@ -77,6 +77,7 @@ def cmd_train(a, cfg):
 def cmd_evaluate(a, cfg):
     from videoktr.evaluation import evaluate_benchmark, summarize
     from videoktr.generation import BackendUnavailable, make_backend
+    from videoktr.provenance import model_fingerprint
 
     e = cfg["eval"]
     Path(a.predictions).parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def cmd_evaluate(a, cfg):
     except BackendUnavailable as err:
         raise SystemExit(f"videoktr evaluate: {err}") from None
     evaluate_benchmark(backend, a.benchmark, a.records, a.data_dir, a.predictions, frames=a.frames,
-                       video_cfg=cfg["video"], eval_cfg=e)
+                       video_cfg=cfg["video"], eval_cfg=e, model_key=model_fingerprint(a.model))
     summary = summarize(a.predictions, model=a.name, benchmark=a.benchmark, frames=a.frames, backend=backend.name,
                         protocol=(e.get("protocols") or {}).get(a.benchmark))
     log.info("%s on %s at %d frames: accuracy %.3f (%d answered, %d errors)", a.name, a.benchmark, a.frames,
@@ -151,6 +152,7 @@ def cmd_filter_shard(a, cfg):
     """One shard of the difficulty filter (resumable through --partial)."""
     from videoktr.filtering import check_backend, run_shard, select_questions, shard_of
     from videoktr.generation import BackendUnavailable, make_backend
+    from videoktr.provenance import model_fingerprint
     from videoktr.records import load_json_records
 
     f, v = cfg["filter"], cfg["video"]
@@ -163,7 +165,8 @@ def cmd_filter_shard(a, cfg):
                        f["shards"])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     acc = run_shard(backend, records, a.data_dir, Path(a.partial), Path(a.out), k=f["k"], temperature=f["temperature"],
-                    max_new_tokens=f["max_new_tokens"], batch_size=f["batch_size"], video_cfg=v)
+                    max_new_tokens=f["max_new_tokens"], batch_size=f["batch_size"], video_cfg=v,
+                    model_key=model_fingerprint(a.model))
     log.info("filter shard %s of %d: %d questions scored", a.shard, f["shards"], len(acc))
 
 

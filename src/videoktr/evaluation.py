@@ -4,8 +4,11 @@ A killed run resumes without redoing or duplicating a question; the summary is c
 Prompts, media and scoring follow the benchmark's protocol (videoktr.benchmarks); a malformed record or an
 unreadable clip/image becomes an error row with its id, and the rest of the benchmark runs.
 
-Row of the predictions JSONL: id, subtask, prompt_hash, output, parsed, gt, correct (the protocol's score in
-[0, 1]), parseable, seconds (the batch's wall time / its size); or id, subtask, error.
+Row of the predictions JSONL: id, subtask, prompt_hash, context, output, parsed, gt, correct (the protocol's score in
+[0, 1]), parseable, seconds (the batch's wall time / its size); or id, subtask, error. `context` is a digest of the
+model (videoktr.provenance) and of the settings that shape an answer (frames, video, sampling, protocol): an answer
+given by another model or under other settings is asked again, so a retrained model is never scored by its
+predecessor's answers.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -33,7 +35,8 @@ from videoktr.benchmarks import (
 )
 from videoktr.benchmarks import score as protocol_score
 from videoktr.inputs import load_frames
-from videoktr.jsonl import read_rows
+from videoktr.jsonl import read_rows, rewrite_keeping
+from videoktr.provenance import digest
 from videoktr.rewards import parse_solution
 from videoktr.video import VideoError
 
@@ -67,27 +70,15 @@ def _eval_video_cfg(video_cfg: dict, eval_cfg: dict) -> dict:
     return cfg
 
 
-def _rewrite_without(path: Path, ids: set) -> None:
-    """Drop the rows of `ids` (stale prompts) from the predictions, atomically."""
-    def stale(line: str) -> bool:
-        try:
-            return json.loads(line).get("id") in ids
-        except (json.JSONDecodeError, AttributeError):
-            return False  # not a row; read_rows ignores it anyway
-
-    keep = [line for line in path.read_text().splitlines() if line.strip() and not stale(line)]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
-
-
 def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *, frames: int, video_cfg: dict,
-             eval_cfg: dict, benchmark: str | Benchmark | None = None, problems: list[dict] = ()) -> None:
+             eval_cfg: dict, benchmark: str | Benchmark | None = None, problems: list[dict] = (),
+             model_key: str = "") -> None:
     """Answer every record not yet in `predictions`, appending one row per question as soon as it is scored.
 
     `benchmark` picks the prompt/scoring protocol (config `eval.protocols` may override it); None keeps the tiny
     world's protocol.  `problems` (from the loader: malformed records) are written as error rows.  Rows whose
-    prompt changed since they were written (another protocol or template) are dropped and asked again.
+    prompt changed since they were written (another protocol or template), or whose model (`model_key`, e.g.
+    videoktr.provenance.model_fingerprint) or answer-shaping settings changed, are dropped and asked again.
     """
     bench = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
     protocol = resolve_protocol(bench, eval_cfg)
@@ -115,10 +106,14 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
             continue
         items.append((rid, r, text, hashlib.sha256(text.encode()).hexdigest()[:16]))
 
-    stale = {rid for rid, _, _, h in items if rid in done and done[rid].get("prompt_hash") not in (None, h)}
+    context = digest({"model": model_key, "frames": frames, "video": vcfg, "protocol": repr(protocol),
+                      "sampling": {k: eval_cfg.get(k) for k in ("backend", "temperature", "top_p", "max_new_tokens")}})
+    stale = {rid for rid, _, _, h in items if rid in done and "output" in done[rid]
+             and (done[rid].get("prompt_hash") != h or done[rid].get("context") != context)}
     if stale:
-        log.warning("%d questions were answered with another prompt; they are asked again", len(stale))
-        _rewrite_without(predictions, stale)
+        log.warning("%d questions were answered with another prompt, model or settings; they are asked again",
+                    len(stale))
+        rewrite_keeping(predictions, lambda row: row.get("id") not in stale)
         done = {k: v for k, v in done.items() if k not in stale}
 
     todo = [it for it in items if it[0] not in done]
@@ -154,7 +149,8 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
             for (rid, r, _, h), text in zip(batch, outs, strict=True):
                 s = protocol_score(text, r, protocol)
                 out.write(json.dumps({
-                    "id": rid, "subtask": subtask(r), "prompt_hash": h, "output": text, "parsed": s.parsed,
+                    "id": rid, "subtask": subtask(r), "prompt_hash": h, "context": context, "output": text,
+                    "parsed": s.parsed,
                     "gt": parse_solution(r["solution"]), "correct": s.accuracy, "parseable": s.parseable,
                     "seconds": seconds}) + "\n")
             for rid, sub, reason in failed:
@@ -190,13 +186,13 @@ def _generate(backend, batch: list, media: list, fps: float, eval_cfg: dict):
 
 
 def evaluate_benchmark(backend, benchmark: str, records_path: Path, data_dir: Path, predictions: Path, *,
-                       frames: int, video_cfg: dict, eval_cfg: dict) -> None:
+                       frames: int, video_cfg: dict, eval_cfg: dict, model_key: str = "") -> None:
     """Read a benchmark's published file(s) and evaluate it (what `videoktr evaluate` runs)."""
     loaded = load_benchmark(benchmark, records_path, data_dir)
     if loaded.excluded:
         log.info("%s: %d records outside the benchmark's definition left out", benchmark, loaded.excluded)
     evaluate(backend, loaded.records, data_dir, predictions, frames=frames, video_cfg=video_cfg, eval_cfg=eval_cfg,
-             benchmark=benchmark, problems=loaded.problems)
+             benchmark=benchmark, problems=loaded.problems, model_key=model_key)
 
 
 def summarize(predictions: Path, *, model: str, benchmark: str, frames: int, backend: str,

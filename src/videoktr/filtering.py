@@ -1,6 +1,8 @@
 """Difficulty filtering: k samples per question from the SFT model; keep the questions it solves sometimes.
 
-Resumable: per-question accuracies are appended to a JSONL as they are computed, and a rerun skips those ids.
+Resumable: per-question accuracies are appended to a JSONL as they are computed, and a rerun skips those ids, as long
+as they were sampled from the same model with the same settings (each row's `context`; videoktr.provenance): rows of
+a model since retrained are dropped and sampled again.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from videoktr.jsonl import read_rows
+from videoktr.jsonl import read_rows, rewrite_keeping
+from videoktr.provenance import digest
 from videoktr.inputs import load_frames, prompt_text
 from videoktr.rewards import score
 
@@ -23,14 +26,30 @@ def keep_in_band(accuracy: dict, low: float, high: float) -> set:
     return {pid for pid, acc in accuracy.items() if low <= acc <= high}
 
 
-def read_done(path: Path) -> dict:
-    return {pid: row["accuracy"] for pid, row in read_rows(path, "problem_id").items()}
+def read_done(path: Path, context: str | None = None) -> dict:
+    """id -> accuracy of the rows in `path` (of `context` only, when given)."""
+    rows = read_rows(path, "problem_id").items()
+    return {pid: row["accuracy"] for pid, row in rows if context is None or row.get("context") == context}
+
+
+def drop_other_contexts(path: Path, context: str) -> None:
+    """Rewrite `path` without the rows made from another model or with other settings (they are sampled again)."""
+    dropped = rewrite_keeping(path, lambda row: row.get("context") == context)
+    if dropped:
+        log.warning("%s: %d rows from another model or settings dropped; they are sampled again", path, dropped)
 
 
 def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, *, k: int, temperature: float,
-               max_new_tokens: int, batch_size: int, video_cfg: dict) -> dict:
-    """Append {problem_id, accuracy, samples} per question to `scores_path`; return id -> accuracy."""
-    accuracy = read_done(scores_path)
+               max_new_tokens: int, batch_size: int, video_cfg: dict, model_key: str = "") -> dict:
+    """Append {problem_id, accuracy, samples, context} per question to `scores_path`; return id -> accuracy.
+
+    `model_key` names the model (videoktr.provenance.model_fingerprint); with the sampling settings it makes each
+    row's `context`, and rows of another context are sampled again.
+    """
+    context = digest({"model": model_key, "k": k, "temperature": temperature, "max_new_tokens": max_new_tokens,
+                      "video": video_cfg})
+    drop_other_contexts(scores_path, context)
+    accuracy = read_done(scores_path, context)
     todo = [r for r in records if r["problem_id"] not in accuracy]
     per_batch = max(1, batch_size // k)
     with open(scores_path, "a") as out:
@@ -44,7 +63,8 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
                 samples = outs[j * k:(j + 1) * k]
                 acc = sum(score(s, r["solution"], r["problem_type"]).accuracy for s in samples) / k
                 accuracy[r["problem_id"]] = acc
-                out.write(json.dumps({"problem_id": r["problem_id"], "accuracy": acc, "samples": samples}) + "\n")
+                out.write(json.dumps({"problem_id": r["problem_id"], "accuracy": acc, "samples": samples,
+                                      "context": context}) + "\n")
             out.flush()
     return accuracy
 

@@ -33,3 +33,26 @@ def read_rows(path: Path, key: str) -> dict:
             except (json.JSONDecodeError, KeyError, TypeError):
                 log.warning("%s:%d: not a valid row, ignored", path, n)
     return rows
+
+
+def rewrite_keeping(path: Path, keep) -> int:
+    """Rewrite `path` atomically with the rows for which keep(row) is true (lines that are not rows go too);
+    return how many lines were dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    repair_tail(path)
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and keep(row):
+            kept.append(line)
+    if len(kept) < len(lines):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+    return len(lines) - len(kept)

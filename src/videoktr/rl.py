@@ -17,6 +17,7 @@ from trl import GRPOConfig
 from videoktr.baselines import TGRPOTrainer, TWGRPOTrainer
 from videoktr.cost import CostMeter
 from videoktr.inputs import conversation
+from videoktr.provenance import digest, model_fingerprint
 from videoktr.rewards import format_reward, score
 from videoktr.tiny_model import vision_token_ids
 from videoktr.trainers import KTRSettings, KTRTrainer, VideoGRPOTrainer
@@ -187,7 +188,9 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
     trainer.add_callback(cost)
     # Checkpoints live outside the rule's outputs: a rerun after a kill resumes from the newest one.
     if trainer.accelerator.is_main_process:
-        prepare_work_dir(work_dir, {"run": run, "model": str(model_dir), "records": len(records), "seed": seed})
+        # the starting model's identity, not its path: a retrained SFT model in the same folder starts afresh
+        prepare_work_dir(work_dir, {"run": run, "model": model_fingerprint(model_dir), "records": digest(records),
+                                    "seed": seed, "video": video_cfg})
     trainer.accelerator.wait_for_everyone()
     last = last_checkpoint(work_dir)
     if last:

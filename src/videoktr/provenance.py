@@ -1,0 +1,35 @@
+"""What a resumable result was made from, so that a rerun reuses it only when nothing it depends on changed.
+
+Predictions, filter scores and training checkpoints live outside the rule outputs (a killed job resumes there). When
+a rule reruns because its model was retrained or its settings changed, the rows and checkpoints of the old inputs must
+not be reused: each carries a digest of its model and settings, and a mismatch starts that part afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def digest(obj) -> str:
+    """A short stable hash of a JSON-able object (dict keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model_dir) -> str:
+    """Identity of a saved model: each file's relative name, size and modification time (links followed).
+
+    Rewriting the model (a new SFT or RL run into the same folder) changes it; a killed job that resumes on the same
+    model sees the same value. Stat-based, not a content hash: hashing a 7B checkpoint per evaluation job would cost
+    more than the job's own start-up. Copying the folder without keeping times counts as a new model (conservative).
+    """
+    root = Path(model_dir)
+    files = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = os.stat(path)  # follows links: a re-linked download keeps the identity of its file
+        files.append((str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
+    if not files:
+        raise FileNotFoundError(f"{root}: no model files")
+    return digest(files)
