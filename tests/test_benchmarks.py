@@ -377,6 +377,11 @@ def test_vllm_requests_pass_the_clip_as_one_video():
     assert req[0]["multi_modal_data"]["video"].shape == (4, 56, 56, 3) and req[0]["mm_processor_kwargs"] == {"fps": 2.0}
     assert len(req[1]["multi_modal_data"]["image"]) == 2 and "video" not in req[1]["multi_modal_data"]
     assert req[2]["multi_modal_data"]["image"].size == (56, 56)  # one image: not a list, as vLLM takes it
+    # a decoded clip carries its own sampling rate (capped clips sample slower than eval.fps): vLLM gets that one
+    from videoktr.video import Frames
+
+    (req,) = vllm_requests(["v"], [Frames(video, 0.5)], fps=2.0)
+    assert req["mm_processor_kwargs"] == {"fps": 0.5}
 
 
 def test_an_input_that_breaks_generation_is_an_error_not_a_crash(backend, world, monkeypatch, tmp_path):

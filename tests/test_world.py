@@ -241,19 +241,30 @@ def frame_ids(video):
     return [int(round(v / 5)) for v in video.reshape(len(video), -1).mean(axis=1)]
 
 
+def spread(n_frames, n):
+    """qwen-vl-utils' frame indices: n spread uniformly over the whole clip."""
+    return [int(i) for i in np.round(np.linspace(0, n_frames - 1, n))]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_read_frames_samples_at_fps_and_caps(ramp, backend):
-    assert frame_ids(read_frames(ramp, fps=10, max_frames=100, backend=backend)) == list(range(40))
-    assert frame_ids(read_frames(ramp, fps=2, max_frames=100, backend=backend)) == list(range(0, 40, 5))
-    assert frame_ids(read_frames(ramp, fps=4, max_frames=100, backend=backend)) == [
-        round(i * 2.5) for i in range(16)]
+def test_read_frames_samples_as_qwen_vl_utils(ramp, backend):
+    # 4 s at 10 fps: seconds x fps frames, spread over the whole clip (its tail included), at their own rate
+    v = read_frames(ramp, fps=10, max_frames=100, backend=backend)
+    assert frame_ids(v) == list(range(40)) and v.sample_fps == pytest.approx(10)
+    v = read_frames(ramp, fps=2, max_frames=100, backend=backend)
+    assert frame_ids(v) == spread(40, 8) and v.sample_fps == pytest.approx(2)
+    assert frame_ids(read_frames(ramp, fps=4, max_frames=100, backend=backend)) == spread(40, 16)
     # more fps than the clip has: each frame once
     assert len(read_frames(ramp, fps=30, max_frames=100, backend=backend)) == 40
-    # the cap spreads max_frames indices over the whole clip
-    assert frame_ids(read_frames(ramp, fps=10, max_frames=5, backend=backend)) == [0, 10, 20, 29, 39]
-    assert frame_ids(read_frames(ramp, fps=0.1, max_frames=5, backend=backend)) == [0]
+    # the cap: an even count (the temporal patch is 2 frames) over the whole clip, at the rate that gives
+    v = read_frames(ramp, fps=10, max_frames=5, backend=backend)
+    assert frame_ids(v) == spread(40, 4) and v.sample_fps == pytest.approx(4 / 40 * 10)
+    # at least 4 frames however low the fps
+    assert frame_ids(read_frames(ramp, fps=0.1, max_frames=16, backend=backend)) == spread(40, 4)
     v = read_frames(ramp, fps=2, max_frames=3, backend=backend)
-    assert v.shape == (3, 32, 32, 3) and v.dtype == np.uint8
+    assert v.shape == (2, 32, 32, 3) and v.dtype == np.uint8
+    # a shuffle or a subset keeps the rate (the temporal counterfactual reads the same clip)
+    assert v[::-1].sample_fps == v.sample_fps
     assert video_duration(ramp) == pytest.approx(4.0)
 
 
@@ -322,4 +333,5 @@ def test_a_truncated_clip_gives_the_frames_that_decode(tmp_path):
     for backend in ("pyav", "auto"):
         video = read_frames(path, fps=8, max_frames=16, backend=backend)
         assert 1 <= len(video) < 16
-        assert frame_ids(video / 2) == list(range(len(video)))  # the head, in order (frame i is grey 10 i)
+        ids = frame_ids(video / 2)  # frame i is grey 10 i
+        assert ids == spread(ids[-1] + 1, len(video))  # spread over the head that decodes, in order

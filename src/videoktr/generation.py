@@ -66,7 +66,7 @@ class TransformersBackend:
 
     def encode(self, texts: list[str], visuals: list, fps: float):
         """Processor tensors for a left-padded batch of prompts with videos and/or images."""
-        from videoktr.inputs import encode
+        from videoktr.inputs import encode, video_metadata
 
         images, videos = split_visuals(visuals)
         if not images and self.size is None:  # the video-only path shared with SFT, filtering and RL
@@ -74,7 +74,7 @@ class TransformersBackend:
         self.processor.tokenizer.padding_side = "left"
         kwargs = {}
         if videos:
-            kwargs.update(videos=videos, fps=fps)
+            kwargs.update(videos=videos, video_metadata=video_metadata(videos, fps))
             if self.size:
                 kwargs["videos_kwargs"] = {"size": self.size}
         if images:
@@ -166,8 +166,10 @@ def vllm_requests(texts: list[str], visuals: list, fps: float) -> list[dict]:
             imgs = [Image.fromarray(np.asarray(m)) for m in items]
             requests.append({"prompt": text, "multi_modal_data": {"image": imgs[0] if len(imgs) == 1 else imgs}})
         else:
+            # the clip's own sampling rate (Frames.sample_fps): Video-R1 passes the same per-video fps
+            rate = float(getattr(media, "sample_fps", None) or fps)
             requests.append({"prompt": text, "multi_modal_data": {"video": np.asarray(media)},
-                             "mm_processor_kwargs": {"fps": fps}})
+                             "mm_processor_kwargs": {"fps": rate}})
     return requests
 
 

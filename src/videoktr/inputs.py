@@ -24,7 +24,9 @@ def prompt_text(processor, record: dict) -> str:
     return processor.apply_chat_template(conversation(record), tokenize=False, add_generation_prompt=True)
 
 
-@lru_cache(maxsize=4096)
+# Small: the rollouts of one question, and the questions of one clip, read it back to back; a large cache would hold
+# thousands of full-resolution clips at paper scale.
+@lru_cache(maxsize=32)
 def _frames_cached(path: str, fps: float, max_frames: int, backend: str) -> np.ndarray:
     return read_frames(path, fps=fps, max_frames=max_frames, backend=backend)
 
@@ -36,11 +38,19 @@ def load_frames(record: dict, data_dir: Path, video_cfg: dict, max_frames: int |
     return _frames_cached(path, float(video_cfg["fps"]), int(frames), video_cfg.get("backend", "auto"))
 
 
+def video_metadata(videos: list[np.ndarray], fps: float) -> list[dict]:
+    """The processor's metadata of each clip: its frames at the rate they were sampled at (`Frames.sample_fps`;
+    `fps` for a plain array). Without it transformers assumes 24 fps whatever `fps=` says, and every clip gets the
+    same, wrong seconds per temporal patch (M-RoPE's time positions)."""
+    return [{"total_num_frames": len(v), "fps": float(getattr(v, "sample_fps", None) or fps),
+             "frames_indices": list(range(len(v)))} for v in videos]
+
+
 def encode(processor, texts: list[str], videos: list[np.ndarray], fps: float, padding_side: str = "left"):
     """Processor call for a batch: input ids, mm_token_type_ids, pixel rows, grids and seconds per grid."""
     processor.tokenizer.padding_side = padding_side
-    return processor(text=texts, videos=videos, fps=fps, padding=True, return_tensors="pt",
-                     return_mm_token_type_ids=True)
+    return processor(text=texts, videos=videos, video_metadata=video_metadata(videos, fps), padding=True,
+                     return_tensors="pt", return_mm_token_type_ids=True)
 
 
 def mm_token_type_ids(input_ids: torch.Tensor, config) -> torch.Tensor:

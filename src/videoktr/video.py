@@ -15,16 +15,38 @@ class VideoError(Exception):
     """A clip that cannot be read; the message is "<path>: <reason>"."""
 
 
+class Frames(np.ndarray):
+    """Decoded frames [T, H, W, 3] (uint8 RGB) that know the rate they were sampled at, `sample_fps` (frames per
+    second of the clip). The model's temporal positions depend on it (Qwen2.5-VL: second_per_grid_ts =
+    temporal_patch_size / sample_fps); indexing (a shuffle, a subset) keeps it."""
+
+    def __new__(cls, frames, sample_fps: float):
+        obj = np.asarray(frames).view(cls)
+        obj.sample_fps = float(sample_fps)
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.sample_fps = getattr(obj, "sample_fps", None)
+
+
 def sample_indices(n_frames: int, rate: float, *, fps: float, max_frames: int) -> np.ndarray:
-    """Indices of the frames to keep: every rate/fps-th frame, then at most max_frames spread uniformly."""
+    """Indices of the frames to keep, as qwen-vl-utils (Video-R1's vision_process: smart_nframes, then linspace):
+    clip seconds x fps frames, at least 4, at most max_frames and the clip's length, an even count (the temporal
+    patch is 2 frames), spread uniformly over the whole clip. A clip of one frame keeps it (qwen-vl-utils refuses it).
+    """
     if fps <= 0 or max_frames < 1:
         raise ValueError(f"need fps > 0 and max_frames >= 1, got fps={fps}, max_frames={max_frames}")
-    step = rate / fps if rate > 0 else 1.0
-    # np.unique: asking for more fps than the clip has must not repeat frames.
-    idx = np.unique(np.minimum(np.round(np.arange(0, n_frames, step)), n_frames - 1).astype(int))
-    if len(idx) > max_frames:
-        idx = np.round(np.linspace(0, n_frames - 1, max_frames)).astype(int)
-    return idx
+    upper = min(max_frames, n_frames) // 2 * 2
+    if upper < 2:
+        return np.arange(min(max_frames, n_frames))
+    want = n_frames / rate * fps if rate > 0 else float(n_frames)  # no rate in the header: every frame
+    n = int(min(max(want, 4), upper)) // 2 * 2
+    return np.round(np.linspace(0, n_frames - 1, n)).astype(int)
+
+
+def sampled_fps(n_kept: int, n_frames: int, rate: float, fps: float) -> float:
+    """The rate of the kept frames over the clip (qwen-vl-utils: nframes / total_frames * video_fps)."""
+    return n_kept / n_frames * rate if rate > 0 and n_frames > 0 else fps
 
 
 def _first_line(e: Exception) -> str:
@@ -45,8 +67,9 @@ def _read_decord(path: str, fps: float, max_frames: int) -> np.ndarray:
     import decord
 
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-    idx = sample_indices(len(vr), float(vr.get_avg_fps()), fps=fps, max_frames=max_frames)
-    return vr.get_batch(list(idx)).asnumpy()
+    rate = float(vr.get_avg_fps())
+    idx = sample_indices(len(vr), rate, fps=fps, max_frames=max_frames)
+    return Frames(vr.get_batch(list(idx)).asnumpy(), sampled_fps(len(idx), len(vr), rate, fps))
 
 
 def _rate(stream) -> float:
@@ -72,7 +95,7 @@ def _read_pyav(path: str, fps: float, max_frames: int) -> np.ndarray:
         want = sample_indices(n, rate, fps=fps, max_frames=max_frames)
         frames, count = _decode(path, set(want.tolist()), int(want[-1]))
         if count > want[-1]:
-            return np.stack([frames[i] for i in want])
+            return Frames(np.stack([frames[i] for i in want]), sampled_fps(len(want), n, rate, fps))
         n = count
     raise VideoError(f"{path}: no decodable frames")
 
@@ -101,8 +124,9 @@ def _decode(path: str, want: set[int], last: int) -> tuple[dict[int, np.ndarray]
     return frames, count
 
 
-def read_frames(path, *, fps: float, max_frames: int, backend: str = "auto") -> np.ndarray:
-    """Frames sampled at `fps` (at most `max_frames`, uniformly spread), as uint8 RGB [T, H, W, 3]."""
+def read_frames(path, *, fps: float, max_frames: int, backend: str = "auto") -> Frames:
+    """Frames sampled at `fps` (at most `max_frames`, uniformly spread; `sample_indices`), as uint8 RGB
+    [T, H, W, 3] with their `sample_fps`."""
     path = os.fspath(path)
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"unknown backend {backend!r}")
