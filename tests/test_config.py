@@ -29,6 +29,7 @@ def test_default_config_validates_and_fills_defaults():
      "sft_models.sft_small.source: 'hub', but model.source is 'tiny'"),
     (lambda c: c["sft_models"].update(sft={}), "sft_models"),
     (lambda c: c["sft_models"].update(same={}), "sft_models.same: no `tiny` section"),
+    (lambda c: c["train"].update(use_vllm=True), "runs.grpo.train.use_vllm: the pinned TRL's vLLM rollouts take images"),
     (lambda c: c["sft_models"]["sft_small"].update(hub={"repo": "a/b", "revision": "c"}),
      "sft_models.sft_small.hub: a model of source tiny takes no `hub` section"),
 ])

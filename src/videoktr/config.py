@@ -67,6 +67,13 @@ def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
         if unknown:
             raise ConfigError(f"config error at runs.{name}.train: unknown key {sorted(unknown)[0]!r}")
     _check_sft_models(config, given)
+    for name, run in config["runs"].items():
+        if run["train"]["use_vllm"]:
+            # TRL 1.16's vLLM rollouts (GRPOTrainer._generate_single_turn -> VLLMGeneration.generate) pass images
+            # only: a video prompt would be sampled without its clip, while the loss sees the clip.
+            raise ConfigError(f"config error at runs.{name}.train.use_vllm: the pinned TRL's vLLM rollouts take "
+                              "images only, so the rollouts would not see the video; set train.use_vllm: false "
+                              "(rollouts by transformers generate on the training GPUs)")
     if config["filter"]["low"] > config["filter"]["high"]:
         raise ConfigError("config error at filter: low must not exceed high")
     return config

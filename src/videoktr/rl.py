@@ -78,8 +78,8 @@ def to_dataset(records: list[dict]) -> Dataset:
 
 def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run_name: str = "") -> GRPOConfig:
     """TRL's GRPOConfig from the config's `train` section. `train.deepspeed` (a DeepSpeed JSON such as
-    config/deepspeed/zero3.json) and `train.use_vllm` (vLLM rollouts, TRL colocate mode) need CUDA and their packages:
-    without them this stops at once with one line naming the key."""
+    config/deepspeed/zero3.json) needs CUDA and deepspeed: without them this stops at once with one line naming the
+    key. `train.use_vllm` is refused: TRL's vLLM rollouts do not carry video."""
     cuda = torch.cuda.is_available()
     deepspeed = train.get("deepspeed")
     if deepspeed:
@@ -91,15 +91,9 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run
             why = "no CUDA GPU is visible here" if not cuda else "the deepspeed package is not installed"
             raise SystemExit(f"train.deepspeed ({deepspeed}) needs CUDA GPUs and deepspeed, but {why}; run on the "
                              f"GPU nodes (envs/train.yaml) or set train.deepspeed: null")
-    vllm = {}
-    if train.get("use_vllm"):
-        import importlib.util
-
-        if not cuda or importlib.util.find_spec("vllm") is None:
-            why = "no CUDA GPU is visible here" if not cuda else "the vllm package is not installed"
-            raise SystemExit(f"train.use_vllm needs a CUDA GPU and vllm, but {why}; run on the GPU nodes "
-                             f"(envs/train.yaml) or set train.use_vllm: false")
-        vllm = dict(use_vllm=True, vllm_mode="colocate")
+    if train.get("use_vllm"):  # also refused by the config check (videoktr.config)
+        raise SystemExit("train.use_vllm: the pinned TRL's vLLM rollouts take images only, so the rollouts would not "
+                         "see the video; set train.use_vllm: false")
     return GRPOConfig(
         output_dir=str(Path(work_dir) / "checkpoints"),
         learning_rate=train["lr"],
@@ -123,7 +117,6 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run
         # multi-process on CPU (torchrun) talks over gloo
         ddp_backend="gloo" if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         deepspeed=deepspeed or None,
-        **vllm,
         seed=seed,
         data_seed=seed,
         remove_unused_columns=False,
