@@ -142,6 +142,8 @@ def test_every_knob_selects_r_per_signal_and_masks_the_loss(world, tiny_model_di
         # per group of G rollouts: round(r * n) tokens, so the batch share is r within one token per group
         assert abs(log[f"ktr/{s}_share"][-1] * valid.sum().item() - 0.2 * valid.sum().item()) <= 2
     assert log["ktr/union_share"][-1] == pytest.approx(key.sum().item() / valid.sum().item())
+    # token-level losses (dapo) divide by the count of loss tokens: the key tokens, not every completion token
+    assert out["num_items_in_batch"].item() == key.sum().item()
     assert torch.isfinite(trainer._compute_loss(trainer.model, out))
 
 

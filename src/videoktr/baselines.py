@@ -103,6 +103,12 @@ class TGRPOTrainer(VideoGRPOTrainer):
         self.accuracy_index = self.reward_func_names.index(accuracy_reward)
         if isinstance(self.reward_funcs[self.accuracy_index], torch.nn.Module):
             raise ValueError("T-GRPO scores its shuffled rollouts with a callable accuracy reward, not a reward model")
+        # every process samples shuffled rollouts in the same step (generation is a collective under ZeRO-3), so
+        # each must hold whole groups
+        local = self.args.per_device_train_batch_size * self.args.steps_per_generation
+        if local % self.num_generations or self.num_generations < 2:
+            raise ValueError(f"T-GRPO needs whole groups of at least 2 per process: {local} rows, groups of "
+                             f"{self.num_generations}")
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -132,7 +138,8 @@ class TGRPOTrainer(VideoGRPOTrainer):
         return rewards_per_func
 
     def permutation(self, group: int, n_patches: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(int(self.args.seed) * 1_000_003 + self._step * 7_919 + group)
+        # the optimizer step, not TRL's _step (reset on resume): a resumed run redraws what the first run drew
+        gen = torch.Generator().manual_seed(int(self.args.seed) * 1_000_003 + self.state.global_step * 7_919 + group)
         return temporal_permutation(n_patches, gen)
 
     @torch.no_grad()

@@ -158,11 +158,11 @@ def completion_scores(model, full: torch.Tensor, perturbed: list[torch.Tensor], 
     entropy, shifts = [], [[] for _ in perturbed]
     for start in range(0, n, cfg.chunk):
         sl = slice(start, start + cfg.chunk)
-        logp = (model.lm_head(full[:, sl]) / temperature).log_softmax(-1)
+        logp = (model.lm_head(full[:, sl]).float() / temperature).log_softmax(-1)
         entropy.append(-(logp.exp() * logp).sum(-1))
         tgt = targets[:, sl, None]
         for out, h in zip(shifts, perturbed):
-            logq = (model.lm_head(h[:, sl]) / temperature).log_softmax(-1)
+            logq = (model.lm_head(h[:, sl]).float() / temperature).log_softmax(-1)
             if cfg.distance == "logprob":
                 out.append(logprob_shift(logp.gather(-1, tgt)[..., 0], logq.gather(-1, tgt)[..., 0], cfg.signed))
             else:
@@ -190,7 +190,7 @@ def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, chunk: in
     """log p(target) for hidden states [B, n, D] predicting `targets` [B, n], `chunk` positions per projection."""
     out = []
     for start in range(0, targets.size(1), chunk):
-        logq = (model.lm_head(hidden[:, start:start + chunk]) / temperature).log_softmax(-1)
+        logq = (model.lm_head(hidden[:, start:start + chunk]).float() / temperature).log_softmax(-1)
         out.append(logq.gather(-1, targets[:, start:start + chunk, None])[..., 0])
     return torch.cat(out, 1)
 
@@ -291,7 +291,10 @@ class KTRTrainer(VideoGRPOTrainer):
         training = model.training
         model.eval()  # in training mode, gradient checkpointing would switch the KV cache off
         try:
-            return self._attribution_scores(model, output)
+            # the precision generation ran in (mixed-precision autocast on GPU), so full and perturbed passes compare
+            # like with like; the log-softmax itself runs in float32 (completion_scores)
+            with self.accelerator.autocast():
+                return self._attribution_scores(model, output)
         finally:
             model.train(training)
 
@@ -409,6 +412,9 @@ class KTRTrainer(VideoGRPOTrainer):
             # TRL multiplies `tool_mask` into the loss mask only (attention still sees every token), so policy
             # and KL terms both cover key tokens, as in the authors' code.
             output["tool_mask"] = key if "tool_mask" not in output else output["tool_mask"] * key
+            # TRL counted the loss tokens before this mask existed; token-level losses (dapo) divide by the count
+            loss_mask = output["completion_mask"] * output["tool_mask"]
+            output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         else:  # policy term on key tokens only, KL on every token: zero the advantage elsewhere
             adv = output["advantages"]
             output["advantages"] = (adv[:, None] if adv.dim() == 1 else adv) * key
