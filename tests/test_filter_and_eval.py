@@ -47,6 +47,11 @@ def test_killed_evaluation_resumes_without_losing_or_duplicating(world, tiny_mod
     assert "gone.mp4" in rows[str(missing["problem_id"])]["error"]
     s = summarize(pred, model="m", benchmark="b", frames=8, backend="transformers")
     assert s["questions"] == len(recs) and s["errors"] == 1 and s["answered"] == len(recs) - 1
+    # the missing clip counts as wrong in `accuracy` (what the tables read), not in `accuracy_answered`
+    rows = read_predictions(pred)
+    right = sum(r["correct"] for r in rows.values() if "error" not in r)
+    assert s["accuracy"] == pytest.approx(right / len(recs)) and s["accuracy_answered"] == pytest.approx(
+        right / (len(recs) - 1))
     assert 0 <= s["accuracy"] <= 1 and s["questions_per_second"] > 0
 
 
@@ -124,6 +129,17 @@ def test_predictions_and_filter_scores_of_another_model_are_redone(world, tiny_m
     evaluate(backend, recs, world, pred, frames=8, video_cfg=VIDEO_CFG, eval_cfg=dict(EVAL, max_new_tokens=5),
              model_key="new")
     assert all(read_predictions(pred)[k]["context"] != again[k]["context"] for k in first)
+    # an error row of another context is retried: the clip is back for the new model
+    gone = dict(recs[0], path="videos/gone.mp4")
+    evaluate(backend, [gone], world, pred, frames=8, video_cfg=VIDEO_CFG, eval_cfg=EVAL, model_key="new")
+    assert "error" in read_predictions(pred)[str(gone["problem_id"])]
+    evaluate(backend, [recs[0]], world, pred, frames=8, video_cfg=VIDEO_CFG, eval_cfg=EVAL, model_key="newer")
+    assert "output" in read_predictions(pred)[str(gone["problem_id"])]
+    # pixel bounds count as settings too
+    before = read_predictions(pred)[str(gone["problem_id"])]["context"]
+    evaluate(backend, [recs[0]], world, pred, frames=8, video_cfg=VIDEO_CFG, eval_cfg=dict(EVAL, max_pixels=3136),
+             model_key="newer")
+    assert read_predictions(pred)[str(gone["problem_id"])]["context"] != before
 
     scores = tmp_path / "acc.jsonl"
     sampling = dict(k=2, temperature=1.0, max_new_tokens=4, batch_size=8, video_cfg=VIDEO_CFG)

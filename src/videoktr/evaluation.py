@@ -107,9 +107,11 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
         items.append((rid, r, text, hashlib.sha256(text.encode()).hexdigest()[:16]))
 
     context = digest({"model": model_key, "frames": frames, "video": vcfg, "protocol": repr(protocol),
-                      "sampling": {k: eval_cfg.get(k) for k in ("backend", "temperature", "top_p", "max_new_tokens")}})
-    stale = {rid for rid, _, _, h in items if rid in done and "output" in done[rid]
-             and (done[rid].get("prompt_hash") != h or done[rid].get("context") != context)}
+                      "backend": {k: eval_cfg.get(k) for k in ("backend", "temperature", "top_p", "max_new_tokens",
+                                                                "min_pixels", "max_pixels", "vllm")}})
+    # an error row is stale too when made in another context (a retrained model may not fail the same way)
+    stale = {rid for rid, _, _, h in items if rid in done and (done[rid].get("context") != context or (
+        "output" in done[rid] and done[rid].get("prompt_hash") != h))}
     if stale:
         log.warning("%d questions were answered with another prompt, model or settings; they are asked again",
                     len(stale))
@@ -128,7 +130,7 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
     bs = int(eval_cfg.get("batch_size", 8))
     with open(predictions, "a") as out:
         for rid, sub, reason in new_errors:
-            out.write(json.dumps({"id": rid, "subtask": sub, "error": reason}) + "\n")
+            out.write(json.dumps({"id": rid, "subtask": sub, "error": reason, "context": context}) + "\n")
         out.flush()
         for i in tqdm(range(0, len(todo), bs), desc="evaluate", mininterval=5):
             start = time.perf_counter()
@@ -155,7 +157,7 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
                     "seconds": seconds}) + "\n")
             for rid, sub, reason in failed:
                 log.warning("question %s: %s", rid, reason)
-                out.write(json.dumps({"id": rid, "subtask": sub, "error": reason}) + "\n")
+                out.write(json.dumps({"id": rid, "subtask": sub, "error": reason, "context": context}) + "\n")
             out.flush()
 
 
@@ -197,8 +199,9 @@ def evaluate_benchmark(backend, benchmark: str, records_path: Path, data_dir: Pa
 
 def summarize(predictions: Path, *, model: str, benchmark: str, frames: int, backend: str,
               protocol: str | None = None, max_listed_errors: int = 1000) -> dict:
-    """Accuracy (over answered questions, and over all with errors as wrong), counts, unparseable answers,
-    questions per second, and the same per subtask; the ids of the questions that could not be asked."""
+    """Accuracy (over every question, an error counting as wrong, as eval_bench scores a failed generation; and over
+    the answered ones), counts, unparseable answers, questions per second, and the same per subtask; the ids of the
+    questions that could not be asked. Tables and figures read `accuracy`."""
     rows = list(read_predictions(predictions).values())
     answered = [r for r in rows if "error" not in r]
     errored = [r for r in rows if "error" in r]
@@ -210,14 +213,17 @@ def summarize(predictions: Path, *, model: str, benchmark: str, frames: int, bac
     if protocol is None and bench is not None:
         protocol = bench.protocol
 
-    def acc(rs):
+    def acc(rs):  # errors count as wrong: the denominator is the benchmark's questions, for every model alike
+        return sum(r["correct"] for r in rs if "error" not in r) / len(rs) if rs else 0.0
+
+    def acc_answered(rs):
         a = [r for r in rs if "error" not in r]
         return sum(r["correct"] for r in a) / len(a) if a else 0.0
 
     return {
         "model": model, "benchmark": benchmark, "frames": frames, "backend": backend, "protocol": protocol,
         "accuracy": acc(rows),
-        "accuracy_with_errors": sum(r["correct"] for r in answered) / len(rows) if rows else 0.0,
+        "accuracy_answered": acc_answered(rows),
         "questions": len(rows), "answered": len(answered), "errors": len(errored),
         "unparseable": sum(not r["parseable"] for r in answered),
         "published_questions": bench.published if bench is not None else None,
