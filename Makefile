@@ -1,7 +1,8 @@
 # Two commands for a newcomer: `make demo` (the whole tiny study on CPU) and `make test`.
 PY      := .venv/bin/python
 CORES   ?= 2
-export PATH := $(CURDIR)/.venv/bin:$(PATH)   # rules call the package's `videoktr` command
+# rules call the package's `videoktr` command
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 

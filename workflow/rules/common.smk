@@ -40,3 +40,14 @@ def model_hub_cfg(name):
 def model_cfg(name, *sections):
     """cfg() with `model` = the section of SFT model `name`."""
     return json.dumps({**{s: config[s] for s in sections}, "model": SFT_MODELS[name]}, sort_keys=True)
+
+
+def eval_job_cfg(benchmark):
+    """What one evaluation reads: the grid's lists (models, benchmarks, frames) and the other benchmarks' protocols
+    and files stay out, so adding a model or a frame count does not rerun every evaluation."""
+    e = {k: v for k, v in config["eval"].items() if k not in ("models", "benchmarks", "frames", "protocols", "files")}
+    for key in ("protocols", "files"):
+        mine = (config["eval"].get(key) or {}).get(benchmark)
+        if mine is not None:
+            e[key] = {benchmark: mine}
+    return json.dumps({"seed": config["seed"], "video": config["video"], "eval": e}, sort_keys=True)

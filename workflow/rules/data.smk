@@ -86,7 +86,7 @@ if HUB_DATA:
             splits=ensure(f"{WORLD}/train.json", non_empty=True),
             videos=directory(f"{WORLD}/videos"),
         params:
-            cfg=cfg("data"),
+            cfg=json.dumps({"data": {"hub": config["data"]["hub"]}}, sort_keys=True),  # what hub-records reads
             hub=HUB,
         conda:
             "../../envs/train.yaml"

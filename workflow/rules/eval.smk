@@ -25,7 +25,7 @@ rule evaluate:
         frames=r"\d+",
     params:
         data_dir=lambda w: eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[1],
-        cfg=cfg("seed", "eval", "video"),
+        cfg=lambda w: eval_job_cfg(w.benchmark),
         predictions=lambda w: f"{OUT}/eval/{w.model}/{w.benchmark}/f{w.frames}.jsonl",
     conda:
         "../../envs/eval.yaml"

@@ -139,7 +139,7 @@ rule fig3a:
         f"{OUT}/logs/figures/fig3a.log",
     shell:
         "python -m videoktr.figures {params.name} --cfg {params.cfg:q} --summaries {input.summaries}"
-        " --reference {input.reference} --out {params.stem} > {log} 2>&1"
+        " --reference {input.reference:q} --out {params.stem} > {log} 2>&1"
 
 
 use rule fig3a as fig3b with:

@@ -32,7 +32,7 @@ rule table1:
         f"{OUT}/logs/tables/table1.log",
     shell:
         "python -m videoktr.tables {params.name} --cfg {params.cfg:q} --summaries {input.summaries}"
-        " --reference {input.reference} --out {params.stem} > {log} 2>&1"
+        " --reference {input.reference:q} --out {params.stem} > {log} 2>&1"
 
 
 use rule table1 as table2 with:
@@ -88,4 +88,4 @@ rule table4:
         f"{OUT}/logs/tables/table4.log",
     shell:
         "python -m videoktr.tables table4 --cfg {params.cfg:q} --metrics {input.metrics}"
-        " --reference {input.reference} --out {params.stem} > {log} 2>&1"
+        " --reference {input.reference:q} --out {params.stem} > {log} 2>&1"

@@ -15,13 +15,14 @@ rule train:
     params:
         launch=LAUNCH,
         data_dir=data_dir,
-        cfg=lambda w: json.dumps({"seed": config["seed"], "video": config["video"], "run": config["runs"][w.run]}),
+        cfg=lambda w: json.dumps({"seed": config["seed"], "video": config["video"], "run": config["runs"][w.run]},
+                                 sort_keys=True),
         work=lambda w: f"{OUT}/train/{w.run}",
     conda:
         "../../envs/train.yaml"
     log:
         f"{OUT}/logs/train_{{run}}.log",
     shell:
-        "{params.launch} train --cfg {params.cfg:q} --name {wildcards.run} --model {input.model}"
+        "{params.launch:q} train --cfg {params.cfg:q} --name {wildcards.run} --model {input.model}"
         " --records {input.records} --data-dir {params.data_dir} --work-dir {params.work}"
         " --out {output.model} --metrics {output.metrics} > {log} 2>&1"
