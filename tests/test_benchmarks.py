@@ -427,3 +427,16 @@ TABLE = [
 @pytest.mark.parametrize("output, r1, holmes, tiny", TABLE)
 def test_documented_hostile_output_table(output, r1, holmes, tiny):
     assert (sc(output, "video_r1"), sc(output, "video_holmes"), sc(output, "tiny")) == (r1, holmes, tiny)
+
+
+def test_a_checkpoints_generation_config_does_not_narrow_the_sampling(tiny_model_dir, world):
+    """Qwen2.5-VL's released generation_config has top_k 1: inherited, every sample would be the greedy one."""
+    from videoktr.inputs import load_frames, prompt_text
+
+    b = TransformersBackend(tiny_model_dir)
+    b.model.generation_config.top_k = 1
+    b.model.generation_config.repetition_penalty = 1.05
+    rec = records(world, "eval_temporal")[0]
+    outs = b.generate([prompt_text(b.processor, rec)], [load_frames(rec, world, VIDEO_CFG)], fps=8,
+                      max_new_tokens=12, temperature=1.5, top_p=1.0, num_return_sequences=8)
+    assert len(set(outs)) > 1, outs

@@ -100,6 +100,10 @@ class TransformersBackend:
                 do_sample=True,
                 temperature=temperature,
                 top_p=top_p,
+                # a checkpoint's generation_config (Qwen2.5-VL: top_k 1, repetition_penalty 1.05) must not add
+                # to the protocol's sampling: vLLM, as eval_bench runs it, applies neither
+                top_k=0,
+                repetition_penalty=1.0,
                 num_return_sequences=num_return_sequences,
                 suppress_tokens=vision_token_ids(self.model),
             )
