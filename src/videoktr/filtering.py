@@ -105,8 +105,9 @@ def check_backend(kind: str, key: str = "filter.backend") -> None:
         raise BackendUnavailable(f"{key} 'vllm' needs a CUDA GPU and none is visible here; run this job on a GPU "
                                  f"node or set {key}: transformers")
     if importlib.util.find_spec("vllm") is None:
-        raise BackendUnavailable(f"{key} 'vllm' needs the vllm package, which is not installed here; use the "
-                                 f"train/eval conda env (envs/) or set {key}: transformers")
+        raise BackendUnavailable(f"{key} 'vllm' needs the vllm package, which is not installed here (the pinned envs "
+                                 f"lack it: vllm 0.33 needs another torch than their 2.14.1); install a vLLM build "
+                                 f"for this node's CUDA, or set {key}: transformers")
 
 
 def run_shard(backend, records: list[dict], data_dir: Path, partial: Path, out: Path, *, k: int, **sampling) -> dict:

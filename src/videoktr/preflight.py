@@ -35,7 +35,9 @@ def problems(config: dict, *, cuda: bool | None = None) -> list[str]:
             found.append(f"{key} asks for vLLM, which needs a CUDA GPU, and none is visible here: run on GPU nodes "
                          f"or set {key} to {'false' if key.endswith('use_vllm') else 'transformers'}")
         elif not vllm:
-            found.append(f"{key} asks for vLLM, which is not installed here: use the pinned env (envs/)")
+            found.append(f"{key} asks for vLLM, which is not installed here (the pinned envs lack it: vllm 0.33 needs "
+                         f"another torch than their 2.14.1): install a vLLM build for the nodes' CUDA, or set {key} "
+                         f"to transformers")
     for key, t in trains.items():
         ds = t.get("deepspeed")
         if not ds:
@@ -45,6 +47,6 @@ def problems(config: dict, *, cuda: bool | None = None) -> list[str]:
         elif not cuda or importlib.util.find_spec("deepspeed") is None:
             found.append(f"{key}.deepspeed ({ds}) needs CUDA GPUs and deepspeed, but "
                          f"{'no CUDA GPU is visible' if not cuda else 'deepspeed is not installed'} here: run on GPU "
-                         f"nodes with the pinned env (envs/train.yaml) or set {key}.deepspeed: null")
+                         f"nodes with the pinned env (envs/train.yaml and its post-deploy script) or set {key}.deepspeed: null")
             break  # one line for the whole grid of runs
     return list(dict.fromkeys(found))
