@@ -152,6 +152,11 @@ def test_predictions_and_filter_scores_of_another_model_are_redone(world, tiny_m
     new = [json.loads(line) for line in scores.read_text().splitlines()]
     assert [r["problem_id"] for r in new] == [r["problem_id"] for r in old]
     assert {r["context"] for r in new}.isdisjoint({r["context"] for r in old})
+    # a record changed under the same id (a dataset at a new revision) is sampled again, the other one is not
+    changed = [dict(train[0], problem=train[0]["problem"] + " (revised)"), train[1]]
+    run_filter(backend, changed, world, scores, model_key="new", **sampling)
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert [r["problem_id"] for r in rows] == [r["problem_id"] for r in train] + [train[0]["problem_id"]]
 
 
 def test_model_fingerprint_follows_the_files_not_the_folder(tiny_model_dir, tmp_path):

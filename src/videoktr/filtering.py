@@ -26,12 +26,6 @@ def keep_in_band(accuracy: dict, low: float, high: float) -> set:
     return {pid for pid, acc in accuracy.items() if low <= acc <= high}
 
 
-def read_done(path: Path, context: str | None = None) -> dict:
-    """id -> accuracy of the rows in `path` (of `context` only, when given)."""
-    rows = read_rows(path, "problem_id").items()
-    return {pid: row["accuracy"] for pid, row in rows if context is None or row.get("context") == context}
-
-
 def drop_other_contexts(path: Path, context: str) -> None:
     """Rewrite `path` without the rows made from another model or with other settings (they are sampled again)."""
     dropped = rewrite_keeping(path, lambda row: row.get("context") == context)
@@ -41,7 +35,7 @@ def drop_other_contexts(path: Path, context: str) -> None:
 
 def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, *, k: int, temperature: float,
                max_new_tokens: int, batch_size: int, video_cfg: dict, model_key: str = "") -> dict:
-    """Append {problem_id, accuracy, samples, context} per question to `scores_path`; return id -> accuracy.
+    """Append {problem_id, accuracy, samples, context, record} per question to `scores_path`; return id -> accuracy.
 
     `model_key` names the model (videoktr.provenance.model_fingerprint); with the sampling settings it makes each
     row's `context`, and rows of another context are sampled again.
@@ -49,7 +43,11 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
     context = digest({"model": model_key, "k": k, "temperature": temperature, "max_new_tokens": max_new_tokens,
                       "video": video_cfg})
     drop_other_contexts(scores_path, context)
-    accuracy = read_done(scores_path, context)
+    # a question whose record changed under the same id (a dataset at a new revision) is sampled again
+    asked = {r["problem_id"]: digest(r) for r in records}
+    rows = read_rows(scores_path, "problem_id")
+    accuracy = {pid: row["accuracy"] for pid, row in rows.items()
+                if row.get("context") == context and row.get("record") == asked.get(pid)}
     todo = [r for r in records if r["problem_id"] not in accuracy]
     per_batch = max(1, batch_size // k)
     with open(scores_path, "a") as out:
@@ -64,7 +62,7 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
                 acc = sum(score(s, r["solution"], r["problem_type"]).accuracy for s in samples) / k
                 accuracy[r["problem_id"]] = acc
                 out.write(json.dumps({"problem_id": r["problem_id"], "accuracy": acc, "samples": samples,
-                                      "context": context}) + "\n")
+                                      "context": context, "record": asked[r["problem_id"]]}) + "\n")
             out.flush()
     return accuracy
 
