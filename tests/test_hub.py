@@ -266,6 +266,14 @@ def test_hub_model_path_of_the_dag_fetches_each_sft_model_from_its_own_repo(tmp_
     for name, repo, width in (("sft", "Org/SFT-7B", 7), ("sft_small", "Org/Instruct-3B", 3)):
         assert json.loads((models / name / "config.json").read_text()) == {"hidden_size": width}
         assert json.loads((models / name / "hub_manifest.json").read_text())["repo"] == repo
+    # how the hub is reached is not what was downloaded: another mirror (or retry count) reruns nothing
+    shutil.copytree(mirror, tmp_path / "mirror2")
+    cfg["model"].update(mirror=str(tmp_path / "mirror2"), retries=5)
+    (wd / "hub.yaml").write_text(yaml.safe_dump(cfg))
+    res = subprocess.run([f"{BIN}/snakemake", "results/hubmodels/models/sft", "results/hubmodels/models/sft_small",
+                          "-c1", "--configfile", "hub.yaml", "--replace-workflow-config"], cwd=wd, env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout[-2000:] + res.stderr[-2000:]
 
 
 @pytest.mark.parametrize("key, mirror_key", [("model.hub", "model.mirror"), ("data.hub.video_r1", "data.mirror"),

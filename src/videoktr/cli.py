@@ -102,15 +102,25 @@ def cmd_semantics(a, cfg):
     _write_json(a.out, result)
 
 
+def hub_access(cfg: dict, key: str) -> dict:
+    """Mirror and retries of a source: given in --cfg, else from VIDEOKTR_HUB_ACCESS (set by the workflow, keyed by
+    the config section: data, model, sft_models.<name>)."""
+    from videoktr.hub import config_section
+
+    env = json.loads(os.environ.get("VIDEOKTR_HUB_ACCESS") or "{}").get(config_section(key), {})
+    return {"mirror": cfg.get("mirror", env.get("mirror")), "retries": cfg.get("retries", env.get("retries", 3))}
+
+
 def cmd_fetch(a, cfg):
     """Download (or link from a mirror) one hub source's records, media archives or model files; check them."""
     from videoktr.hub import BadDownload, HubUnavailable, extract, fetch, write_manifest
 
     src = cfg["source"]
+    access = hub_access(cfg, src.get("config_key", ""))
     patterns = {"records": [src.get("records")], "media": src.get("media") or [],
                 "model": src.get("files") or ["*"]}[a.what]
     try:
-        manifest = fetch(src, patterns, Path(a.download_dir), mirror=cfg.get("mirror"), retries=cfg.get("retries", 3))
+        manifest = fetch(src, patterns, Path(a.download_dir), mirror=access["mirror"], retries=access["retries"])
         if a.what == "media":
             archives = [Path(a.download_dir) / n for n in manifest["files"] if n.endswith(".zip")]
             manifest["extracted_now"] = extract(archives, Path(a.download_dir))

@@ -84,9 +84,14 @@ def _key(source: dict) -> str:
     return source.get("config_key", "the source")
 
 
+def config_section(key: str) -> str:
+    """The config section a hub key belongs to, where its mirror and retries sit: data.hub.<name> -> data,
+    model.hub -> model, sft_models.<name>.hub -> sft_models.<name>."""
+    return re.sub(r"\.hub(\.[^.]+)?$", "", key)
+
+
 def _fix(source: dict) -> str:
-    # the mirror sits beside the hub key: data.hub.<name> -> data.mirror, sft_models.<name>.hub -> sft_models.<name>.mirror
-    mirror_key = re.sub(r"\.hub(\.[^.]+)?$", "", _key(source)) + ".mirror"
+    mirror_key = config_section(_key(source)) + ".mirror"
     return f"or set {mirror_key} to a folder holding {source['repo']}/<files>"
 
 

@@ -23,9 +23,17 @@ def data_dir(wildcards, input):
 
 
 def hub_cfg(sec, source, key):
-    """JSON of one hub source (repo, revision, files, sha256; config key `key`), its section's mirror and retries."""
-    return json.dumps({"source": dict(source, config_key=key), "mirror": sec["mirror"], "retries": sec["retries"]},
-                      sort_keys=True)
+    """JSON of one hub source (repo, revision, files, sha256; config key `key`): what the download is. How the hub is
+    reached (mirror, retries) is not a param, so switching to a mirror does not rerun the study: the downloads run
+    on this host (localrules) and read it from HUB_ACCESS below."""
+    return json.dumps({"source": dict(source, config_key=key)}, sort_keys=True)
+
+
+# {config key prefix: {mirror, retries}} for `videoktr fetch` (videoktr.cli), in the environment of local jobs
+os.environ.update(VIDEOKTR_HUB_ACCESS=json.dumps(
+    {prefix: {"mirror": sec.get("mirror"), "retries": sec.get("retries", 3)}
+     for prefix, sec in [("data", config["data"]), ("model", config["model"]),
+                         *[(f"sft_models.{n}", s) for n, s in config["sft_models"].items()]]}))
 
 
 def data_hub_cfg(dataset):
