@@ -440,3 +440,16 @@ def test_a_checkpoints_generation_config_does_not_narrow_the_sampling(tiny_model
     outs = b.generate([prompt_text(b.processor, rec)], [load_frames(rec, world, VIDEO_CFG)], fps=8,
                       max_new_tokens=12, temperature=1.5, top_p=1.0, num_return_sequences=8)
     assert len(set(outs)) > 1, outs
+
+
+def test_images_have_their_own_lower_pixel_bound(tiny_model_dir):
+    """Video-R1's vision_process keeps small images small (4*28*28) while frames get 128*28*28 at least."""
+    image = [np.zeros((56, 56, 3), np.uint8)]
+    text = "<|vision_start|><|image_pad|><|vision_end|>x"
+    upscaled = TransformersBackend(tiny_model_dir, min_pixels=16 * 3136, max_pixels=16 * 3136)
+    kept = make_backend("transformers", tiny_model_dir, eval_cfg={"min_pixels": 16 * 3136, "max_pixels": 16 * 3136,
+                                                                   "image_min_pixels": 3136})
+    assert upscaled.encode([text], [image], fps=8)["image_grid_thw"][0].tolist() == [1, 16, 16]
+    assert kept.encode([text], [image], fps=8)["image_grid_thw"][0].tolist() == [1, 4, 4]
+    (req,) = vllm_requests(["i"], [image], fps=2.0, image_min_pixels=3136)
+    assert req["mm_processor_kwargs"] == {"min_pixels": 3136}

@@ -108,7 +108,8 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
 
     context = digest({"model": model_key, "frames": frames, "video": vcfg, "protocol": repr(protocol),
                       "backend": {k: eval_cfg.get(k) for k in ("backend", "temperature", "top_p", "max_new_tokens",
-                                                                "min_pixels", "max_pixels", "vllm")}})
+                                                                "min_pixels", "max_pixels", "image_min_pixels",
+                                                                "vllm")}})
     # an error row is stale too when made in another context (a retrained model may not fail the same way)
     stale = {rid for rid, _, _, h in items if rid in done and (done[rid].get("context") != context or (
         "output" in done[rid] and done[rid].get("prompt_hash") != h))}

@@ -54,7 +54,7 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, model_dir: Path, *, seed: int = 0, min_pixels: int | None = None,
-                 max_pixels: int | None = None):
+                 max_pixels: int | None = None, image_min_pixels: int | None = None):
         import torch
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -62,7 +62,7 @@ class TransformersBackend:
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.seed = seed
         self.size = _size(self.processor.video_processor, min_pixels, max_pixels)
-        self.image_size = _size(self.processor.image_processor, min_pixels, max_pixels)
+        self.image_size = _size(self.processor.image_processor, image_min_pixels or min_pixels, max_pixels)
 
     def encode(self, texts: list[str], visuals: list, fps: float):
         """Processor tensors for a left-padded batch of prompts with videos and/or images."""
@@ -121,7 +121,8 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_dir: Path, *, seed: int = 0, min_pixels: int | None = None,
-                 max_pixels: int | None = None, gpu_memory_utilization: float = 0.8, max_model_len: int = 16384,
+                 max_pixels: int | None = None, image_min_pixels: int | None = None,
+                 gpu_memory_utilization: float = 0.8, max_model_len: int = 16384,
                  tensor_parallel_size: int | None = None, max_images: int = 8):
         try:
             import vllm
@@ -148,6 +149,7 @@ class VLLMBackend:
             mm_processor_kwargs=mm_kwargs or None,
             seed=seed,
         )
+        self.image_min_pixels = image_min_pixels
 
     def generate(self, texts: list[str], videos: list, *, fps: float, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, num_return_sequences: int = 1) -> list[str]:
@@ -155,12 +157,14 @@ class VLLMBackend:
 
         params = SamplingParams(n=num_return_sequences, temperature=temperature, top_p=top_p,
                                 max_tokens=max_new_tokens, seed=self.seed)
-        outputs = self.llm.generate(vllm_requests(texts, videos, fps), sampling_params=params, use_tqdm=False)
+        outputs = self.llm.generate(vllm_requests(texts, videos, fps, image_min_pixels=self.image_min_pixels),
+                                    sampling_params=params, use_tqdm=False)
         return [c.text for o in outputs for c in o.outputs]
 
 
-def vllm_requests(texts: list[str], visuals: list, fps: float) -> list[dict]:
-    """vLLM prompts: a clip as ONE video ([T, H, W, 3] with its sampling rate), images as PIL images."""
+def vllm_requests(texts: list[str], visuals: list, fps: float, image_min_pixels: int | None = None) -> list[dict]:
+    """vLLM prompts: a clip as ONE video ([T, H, W, 3] with its sampling rate), images as PIL images (with their own
+    lower pixel bound, if given: Video-R1's vision_process lets small images stay small, 4*28*28)."""
     from PIL import Image
 
     requests = []
@@ -168,7 +172,10 @@ def vllm_requests(texts: list[str], visuals: list, fps: float) -> list[dict]:
         if isinstance(media, (list, tuple)) or getattr(media, "ndim", None) == 3:
             items = media if isinstance(media, (list, tuple)) else [media]
             imgs = [Image.fromarray(np.asarray(m)) for m in items]
-            requests.append({"prompt": text, "multi_modal_data": {"image": imgs[0] if len(imgs) == 1 else imgs}})
+            req = {"prompt": text, "multi_modal_data": {"image": imgs[0] if len(imgs) == 1 else imgs}}
+            if image_min_pixels:
+                req["mm_processor_kwargs"] = {"min_pixels": int(image_min_pixels)}
+            requests.append(req)
         else:
             # the clip's own sampling rate (Frames.sample_fps): Video-R1 passes the same per-video fps
             rate = float(getattr(media, "sample_fps", None) or fps)
@@ -180,7 +187,8 @@ def vllm_requests(texts: list[str], visuals: list, fps: float) -> list[dict]:
 def make_backend(kind: str, model_dir: Path, *, seed: int = 0, eval_cfg: dict | None = None):
     """The backend config `eval.backend` names, with the evaluation pixel bounds and vLLM settings of `eval_cfg`."""
     e = eval_cfg or {}
-    pixels = dict(min_pixels=e.get("min_pixels"), max_pixels=e.get("max_pixels"))
+    pixels = dict(min_pixels=e.get("min_pixels"), max_pixels=e.get("max_pixels"),
+                  image_min_pixels=e.get("image_min_pixels"))
     if kind == "transformers":
         return TransformersBackend(model_dir, seed=seed, **pixels)
     if kind == "vllm":
