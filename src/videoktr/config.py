@@ -106,7 +106,7 @@ def _check_sft_models(config: dict, given: dict[str, set]) -> None:
 
 def sft_models(config: dict) -> dict[str, dict]:
     """{name: model section} of every model a run can start from: `sft` (config `model`) and `sft_models`."""
-    return {"sft": config["model"], **config["sft_models"]}
+    return {"sft": config["model"], **config.get("sft_models", {})}
 
 
 def load(path: Path) -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from videoktr import grid
+from videoktr.config import sft_models
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
 
 def starting_models(config: dict, name: str) -> str:
     """Which model each row's run starts from, when some start from another than `sft` (e.g. Table 5's size)."""
-    runs, models = config["runs"], {"sft": config["model"], **config.get("sft_models", {})}
+    runs, models = config["runs"], sft_models(config)
     rows = grid.rows(config, name)
     start = {label: runs[r].get("sft_model", "sft") for label, r in rows.items() if r in runs}
     itself = {label: r for label, r in rows.items() if r in models}  # a row that is an SFT model, not a run

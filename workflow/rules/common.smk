@@ -22,27 +22,30 @@ def data_dir(wildcards, input):
     return os.path.dirname(input.videos)
 
 
-def hub_cfg(sec, source, key):
+def model_section_key(name):
+    """The config section of SFT model `name`: model, or sft_models.<name>."""
+    return "model" if name == "sft" else f"sft_models.{name}"
+
+
+def hub_cfg(source, key):
     """JSON of one hub source (repo, revision, files, sha256; config key `key`): what the download is. How the hub is
     reached (mirror, retries) is not a param, so switching to a mirror does not rerun the study: the downloads run
-    on this host (localrules) and read it from HUB_ACCESS below."""
+    on this host (localrules) and read it from VIDEOKTR_HUB_ACCESS below."""
     return json.dumps({"source": dict(source, config_key=key)}, sort_keys=True)
 
 
-# {config key prefix: {mirror, retries}} for `videoktr fetch` (videoktr.cli), in the environment of local jobs
+# {config section: {mirror, retries}} for `videoktr fetch` (videoktr.cli), in the environment of local jobs
 os.environ.update(VIDEOKTR_HUB_ACCESS=json.dumps(
-    {prefix: {"mirror": sec.get("mirror"), "retries": sec.get("retries", 3)}
-     for prefix, sec in [("data", config["data"]), ("model", config["model"]),
-                         *[(f"sft_models.{n}", s) for n, s in config["sft_models"].items()]]}))
+    {section: {"mirror": sec.get("mirror"), "retries": sec.get("retries", 3)}
+     for section, sec in [("data", config["data"]), *[(model_section_key(n), s) for n, s in SFT_MODELS.items()]]}))
 
 
 def data_hub_cfg(dataset):
-    return hub_cfg(config["data"], config["data"]["hub"][dataset], f"data.hub.{dataset}")
+    return hub_cfg(config["data"]["hub"][dataset], f"data.hub.{dataset}")
 
 
 def model_hub_cfg(name):
-    sec = SFT_MODELS[name]
-    return hub_cfg(sec, sec["hub"], "model.hub" if name == "sft" else f"sft_models.{name}.hub")
+    return hub_cfg(SFT_MODELS[name]["hub"], f"{model_section_key(name)}.hub")
 
 
 def model_cfg(name, *sections):
