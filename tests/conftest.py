@@ -13,7 +13,7 @@ VIDEO_CFG = {"fps": 8, "train_frames": 16, "min_pixels": 3136, "max_pixels": 313
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """A small real world: MP4 clips and Video-R1 records."""
-    from videoktr.world import generate_world
+    from videoktr.data.world import generate_world
 
     out = tmp_path_factory.mktemp("world")
     generate_world(out, seed=3, n_train=20, n_eval=6)
@@ -23,9 +23,9 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, world):
     """A random-init tiny Qwen2.5-VL with a tokenizer trained on the world's text."""
-    from videoktr.prompts import build_question
-    from videoktr.sft import sft_target
-    from videoktr.tiny_model import build_tiny_model
+    from videoktr.data.prompts import build_question
+    from videoktr.models.sft import sft_target
+    from videoktr.models.tiny import build_tiny_model
 
     records = json.loads((world / "train.json").read_text())
     texts = [t for r in records for t in (build_question(r), sft_target(r))]

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from videoktr.analysis import attribution_semantics, words_of
+from videoktr.report.semantics import attribution_semantics, words_of
 
 
 def test_enrichment_is_selected_share_over_base_rate_on_whole_words():

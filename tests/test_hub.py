@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import records
-from videoktr.hub import BadDownload, check_file, video_holmes_records, video_r1_records
+from videoktr.data.hub import BadDownload, check_file, video_holmes_records, video_r1_records
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
@@ -280,7 +280,7 @@ def test_hub_model_path_of_the_dag_fetches_each_sft_model_from_its_own_repo(tmp_
                                              ("sft_models.qwen3b.hub", "sft_models.qwen3b.mirror"),
                                              ("sft_models.hub3b.hub", "sft_models.hub3b.mirror")])
 def test_the_offline_line_names_the_mirror_key_beside_the_source(key, mirror_key, monkeypatch):
-    from videoktr.hub import HubUnavailable, probe
+    from videoktr.data.hub import HubUnavailable, probe
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUnavailable, match=f"set {re.escape(mirror_key)} to a folder holding Org/M/<files>"):

@@ -2,8 +2,9 @@
 
 import pytest
 
-from videoktr import prompts, rewards
-from videoktr.prompts import (
+from videoktr.data import prompts
+from videoktr.eval import answers as rewards
+from videoktr.data.prompts import (
     EVAL_QUESTION_TEMPLATE,
     QUESTION_TEMPLATE,
     TYPE_TEMPLATE,

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from conftest import VIDEO_CFG, records
-from videoktr.records import BadDataError, prepare
+from videoktr.data.records import BadDataError, prepare
 
 
 def _bad_world(world, tmp_path):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from videoktr import grid
+from videoktr.report import grid
 from videoktr.config import validate
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from videoktr.rewards import (
+from videoktr.eval.answers import (
     Score,
     accuracy,
     extract_answer,

@@ -113,7 +113,7 @@ def paper_dry_run(tmp_path_factory):
     The evaluation reads the benchmarks' released files under eval.data_dir; no rule of the workflow downloads them
     yet (the hub data path is open), so the work dir holds empty placeholders at the paths the rules read.
     """
-    from videoktr.benchmarks import eval_paths
+    from videoktr.eval.benchmarks import eval_paths
     from videoktr.config import validate
 
     wd = workdir(tmp_path_factory.mktemp("paper"))
@@ -174,9 +174,9 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
     counts = job_counts(paper_dry_run.text)
     cfg = paper_dry_run.cfg
     assert counts["train"] == len(cfg["runs"]) == 30
-    # the eval grid (Table 1's methods) plus what each table and figure needs of its own rows (videoktr.grid):
+    # the eval grid (Table 1's methods) plus what each table and figure needs of its own rows (videoktr.report.grid):
     # every run is evaluated, the ablations only at the tables' frame count
-    from videoktr import grid
+    from videoktr.report import grid
 
     assert {m for m, _, _ in grid.all_evaluations(cfg)} == {"sft", *cfg["runs"]}
     assert counts["evaluate"] == len(grid.all_evaluations(cfg))

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from videoktr import grid, tables
+from videoktr.report import grid
+from videoktr.report import tables
 from videoktr.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,8 +188,8 @@ def test_cli_writes_csv_markdown_and_latex_labelled_honestly(tmp_path):
 
 
 def test_tiny_image_is_one_frame_of_each_appearance_clip(world):
-    from videoktr.benchmarks import BENCHMARKS, load_benchmark
-    from videoktr.video import read_frames
+    from videoktr.eval.benchmarks import BENCHMARKS, load_benchmark
+    from videoktr.data.video import read_frames
 
     b = BENCHMARKS["tiny_image"]
     assert b.modality == "image" and b.tiny_split == "eval_appearance"

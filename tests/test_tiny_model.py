@@ -3,9 +3,9 @@ import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from conftest import VIDEO_CFG, records
-from videoktr.generation import TransformersBackend
-from videoktr.inputs import encode, load_frames, prompt_text
-from videoktr.tiny_model import vision_token_ids
+from videoktr.eval.backends import TransformersBackend
+from videoktr.data.model_inputs import encode, load_frames, prompt_text
+from videoktr.models.tiny import vision_token_ids
 
 
 def test_save_load_round_trip_gives_identical_logits(world, tiny_model_dir, tmp_path):

@@ -5,11 +5,11 @@ import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, TrainerCallback
 
 from conftest import VIDEO_CFG, records
-from videoktr.inputs import encode, load_frames, prompt_text
-from videoktr.rl import AccuracyReward, format_reward_func, grpo_config, to_dataset
-from videoktr.sft import sft_target
-from videoktr.tiny_model import vision_token_ids
-from videoktr.trainers import VideoGRPOTrainer, split_videos
+from videoktr.data.model_inputs import encode, load_frames, prompt_text
+from videoktr.rl.run import AccuracyReward, format_reward_func, grpo_config, to_dataset
+from videoktr.models.sft import sft_target
+from videoktr.models.tiny import vision_token_ids
+from videoktr.rl.grpo import VideoGRPOTrainer, split_videos
 
 TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2, "max_completion_length": 8,
          "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1, "diagnostics_every": 1}
@@ -53,7 +53,7 @@ class KillAfterSave(TrainerCallback):
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_and_a_changed_config_starts_afresh(world, tiny_model_dir, tmp_path):
-    from videoktr.rl import train_run
+    from videoktr.rl.run import train_run
 
     run = {"method": "ktr", "ratio": 0.2, "signals": ["E", "V", "T"], "train": dict(TRAIN, max_steps=3)}
     recs = records(world)[:4]
@@ -95,7 +95,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_a_changed_config_starts_af
 
 
 def _ktr(world, model_dir, tmp_path, **settings):
-    from videoktr.trainers import KTRSettings, KTRTrainer
+    from videoktr.rl.grpo import KTRSettings, KTRTrainer
 
     proc = AutoProcessor.from_pretrained(model_dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir)
@@ -159,7 +159,7 @@ def test_soft_weights_scale_advantages_with_mean_one(world, tiny_model_dir, tmp_
 
 def test_cost_meter_measures_time_memory_and_forward_flops_of_a_run(world, tiny_model_dir, tmp_path):
     """Table 4's numbers come from the run itself: KTR's attribution passes show as more forward FLOPs and time."""
-    from videoktr.rl import train_run
+    from videoktr.rl.run import train_run
 
     recs = records(world)[:4]
     cost = {}

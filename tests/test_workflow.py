@@ -70,7 +70,7 @@ def dry_run_jobs(target: str, cwd: Path) -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize("target", ["table2", "fig10"])
 def test_an_ablation_target_builds_only_its_own_runs(target, clean_dir):
-    from videoktr import grid
+    from videoktr.report import grid
     from videoktr.config import validate
 
     cfg = validate(yaml.safe_load((ROOT / "config/config.yaml").read_text()))

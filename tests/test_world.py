@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videoktr.video import VideoError, read_frames, video_duration
-from videoktr.world import generate_world, write_mp4
+from videoktr.data.video import VideoError, read_frames, video_duration
+from videoktr.data.world import generate_world, write_mp4
 
 SPLITS = ("train", "eval_appearance", "eval_temporal", "eval_counting")
 KEYS = {"problem_id", "problem", "data_type", "problem_type", "options", "solution", "path", "data_source"}

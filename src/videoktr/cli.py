@@ -22,7 +22,7 @@ def _write_json(path, obj) -> None:
 
 
 def cmd_world(a, cfg):
-    from videoktr.world import generate_world
+    from videoktr.data.world import generate_world
 
     w = cfg["world"]
     summary = generate_world(a.out, seed=cfg["seed"], n_train=w["n_train"], n_eval=w["n_eval"], frames=w["frames"],
@@ -31,7 +31,7 @@ def cmd_world(a, cfg):
 
 
 def cmd_prepare(a, cfg):
-    from videoktr.records import prepare
+    from videoktr.data.records import prepare
 
     stats = prepare(a.records, a.data_dir, a.out, a.skipped, video_cfg=cfg["video"],
                     max_bad_fraction=cfg["data"]["max_bad_fraction"])
@@ -39,10 +39,10 @@ def cmd_prepare(a, cfg):
 
 
 def cmd_build_model(a, cfg):
-    from videoktr.prompts import build_question
-    from videoktr.records import load_json_records
-    from videoktr.sft import sft_target
-    from videoktr.tiny_model import build_tiny_model
+    from videoktr.data.prompts import build_question
+    from videoktr.data.records import load_json_records
+    from videoktr.models.sft import sft_target
+    from videoktr.models.tiny import build_tiny_model
 
     if cfg["model"]["source"] != "tiny":
         raise SystemExit("build-model builds the tiny model only (model.source: tiny); with model.source: hub the "
@@ -56,8 +56,8 @@ def cmd_build_model(a, cfg):
 
 
 def cmd_sft(a, cfg):
-    from videoktr.records import load_json_records
-    from videoktr.sft import train_sft
+    from videoktr.data.records import load_json_records
+    from videoktr.models.sft import train_sft
 
     metrics = train_sft(a.model, load_json_records(a.records), a.data_dir, a.out, video_cfg=cfg["video"],
                         sft_cfg=cfg["sft"], seed=cfg["seed"])
@@ -65,8 +65,8 @@ def cmd_sft(a, cfg):
 
 
 def cmd_train(a, cfg):
-    from videoktr.records import load_json_records
-    from videoktr.rl import train_run
+    from videoktr.data.records import load_json_records
+    from videoktr.rl.run import train_run
 
     metrics = train_run(a.name, cfg["run"], a.model, load_json_records(a.records), a.data_dir, a.work_dir, a.out,
                         video_cfg=cfg["video"], seed=cfg["seed"])
@@ -75,8 +75,8 @@ def cmd_train(a, cfg):
 
 
 def cmd_evaluate(a, cfg):
-    from videoktr.evaluation import evaluate_benchmark, summarize
-    from videoktr.generation import BackendUnavailable, make_backend
+    from videoktr.eval.evaluate import evaluate_benchmark, summarize
+    from videoktr.eval.backends import BackendUnavailable, make_backend
     from videoktr.provenance import model_fingerprint
 
     e = cfg["eval"]
@@ -95,7 +95,7 @@ def cmd_evaluate(a, cfg):
 
 
 def cmd_semantics(a, cfg):
-    from videoktr.analysis import attribution_semantics, read_token_log, words_of
+    from videoktr.report.semantics import attribution_semantics, read_token_log, words_of
 
     result = attribution_semantics(words_of(read_token_log(a.token_log)))
     log.info("attribution semantics: %s", json.dumps(result["signals"]))
@@ -105,7 +105,7 @@ def cmd_semantics(a, cfg):
 def hub_access(cfg: dict, key: str) -> dict:
     """Mirror and retries of a source: given in --cfg, else from VIDEOKTR_HUB_ACCESS (set by the workflow, keyed by
     the config section: data, model, sft_models.<name>)."""
-    from videoktr.hub import config_section
+    from videoktr.data.hub import config_section
 
     env = json.loads(os.environ.get("VIDEOKTR_HUB_ACCESS") or "{}").get(config_section(key), {})
     return {"mirror": cfg.get("mirror", env.get("mirror")), "retries": cfg.get("retries", env.get("retries", 3))}
@@ -113,7 +113,7 @@ def hub_access(cfg: dict, key: str) -> dict:
 
 def cmd_fetch(a, cfg):
     """Download (or link from a mirror) one hub source's records, media archives or model files; check them."""
-    from videoktr.hub import BadDownload, HubUnavailable, extract, fetch, write_manifest
+    from videoktr.data.hub import BadDownload, HubUnavailable, extract, fetch, write_manifest
 
     src = cfg["source"]
     access = hub_access(cfg, src.get("config_key", ""))
@@ -145,7 +145,7 @@ def cmd_fetch(a, cfg):
 
 def cmd_hub_records(a, cfg):
     """The paper's datasets, converted to the records of every later step; clips under one folder."""
-    from videoktr.hub import BadDownload, training_records
+    from videoktr.data.hub import BadDownload, training_records
 
     sources = cfg["data"]["hub"]
     hub = Path(a.hub_dir)
@@ -160,10 +160,10 @@ def cmd_hub_records(a, cfg):
 
 def cmd_filter_shard(a, cfg):
     """One shard of the difficulty filter (resumable through --partial)."""
-    from videoktr.filtering import check_backend, run_shard, select_questions, shard_of
-    from videoktr.generation import BackendUnavailable, make_backend
+    from videoktr.eval.filtering import check_backend, run_shard, select_questions, shard_of
+    from videoktr.eval.backends import BackendUnavailable, make_backend
     from videoktr.provenance import model_fingerprint
-    from videoktr.records import load_json_records
+    from videoktr.data.records import load_json_records
 
     f, v = cfg["filter"], cfg["video"]
     try:
@@ -182,8 +182,8 @@ def cmd_filter_shard(a, cfg):
 
 def cmd_filter_gather(a, cfg):
     """Merge the filter shards: accuracy.jsonl, the kept questions and the accuracy histogram (PNG + CSV)."""
-    from videoktr.filtering import accuracy_histogram, gather, keep_in_band, select_questions
-    from videoktr.records import load_json_records
+    from videoktr.eval.filtering import accuracy_histogram, gather, keep_in_band, select_questions
+    from videoktr.data.records import load_json_records
 
     f = cfg["filter"]
     records = select_questions(load_json_records(a.records), f["max_questions"], cfg["seed"])
@@ -243,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from videoktr.records import BadDataError
+    from videoktr.data.records import BadDataError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a = parser().parse_args(argv)

@@ -30,6 +30,6 @@ rule bench_attribution:
     log:
         f"{OUT}/logs/bench_attribution.log",
     shell:
-        "python -m videoktr.bench --cfg {params.cfg:q} --model {input.model} --records {input.records}"
+        "python -m videoktr.costbench.harness --cfg {params.cfg:q} --model {input.model} --records {input.records}"
         " --data-dir {params.data_dir} --out {output.json} --steps {params.steps} --frames {params.frames}"
         " --completion-lengths {params.lengths} --model-size {params.size} > {log} 2>&1"

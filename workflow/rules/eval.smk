@@ -1,9 +1,9 @@
-# Evaluation: one job per (model, benchmark, frames) for every benchmark registered in videoktr.benchmarks;
+# Evaluation: one job per (model, benchmark, frames) for every benchmark registered in videoktr.eval.benchmarks;
 # predictions are appended as they are made (resumable), the summary is computed from them.
 #   tiny_*     : records results/<run>/data/clean/eval_*.json, clips from the generated world (rule world)
 #   the others : the released files under config eval.data_dir in their published layout
-#                (videoktr.benchmarks.eval_paths; eval.files.<name>.records / .media override it)
-from videoktr.benchmarks import BENCHMARKS, eval_paths
+#                (videoktr.eval.benchmarks.eval_paths; eval.files.<name>.records / .media override it)
+from videoktr.eval.benchmarks import BENCHMARKS, eval_paths
 
 
 rule evaluate:

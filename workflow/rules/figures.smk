@@ -1,7 +1,7 @@
 # The paper's figures. Each writes {OUT}/figures/figN.png, .pdf and .csv (the numbers plotted); the PNG goes into
 # `snakemake --report` with the caption workflow/report/figN.rst.
 #   Figs. 2, 4, 5, 6, 11, 12: from the `ktr` run's token log and gradient diagnostics (Fig. 2 also .html);
-#   Figs. 3a, 3b, 7, 8, 9, 10: from the evaluations of their own rows (videoktr.grid, config `tables`; report.smk).
+#   Figs. 3a, 3b, 7, 8, 9, 10: from the evaluations of their own rows (videoktr.report.grid, config `tables`; report.smk).
 
 FIGURES = f"{OUT}/figures"
 # The config is validated with the schema's defaults filled in: read it directly.
@@ -26,7 +26,7 @@ rule fig2_key_tokens:
     log:
         f"{OUT}/logs/figures/fig2.log",
     shell:
-        "python -m videoktr.figures fig2 --token-log {params.token_log} --out {params.stem} > {log} 2>&1"
+        "python -m videoktr.report.figures fig2 --token-log {params.token_log} --out {params.stem} > {log} 2>&1"
 
 
 rule fig4_pos:
@@ -45,7 +45,7 @@ rule fig4_pos:
     log:
         f"{OUT}/logs/figures/fig4.log",
     shell:
-        "python -m videoktr.figures fig4 --token-log {params.token_log} --out {params.stem} {params.pos} > {log} 2>&1"
+        "python -m videoktr.report.figures fig4 --token-log {params.token_log} --out {params.stem} {params.pos} > {log} 2>&1"
 
 
 rule fig5_overlap:
@@ -63,7 +63,7 @@ rule fig5_overlap:
     log:
         f"{OUT}/logs/figures/fig5.log",
     shell:
-        "python -m videoktr.figures fig5 --token-log {params.token_log} --out {params.stem} > {log} 2>&1"
+        "python -m videoktr.report.figures fig5 --token-log {params.token_log} --out {params.stem} > {log} 2>&1"
 
 
 rule fig6_wordclouds:
@@ -82,7 +82,7 @@ rule fig6_wordclouds:
     log:
         f"{OUT}/logs/figures/fig6.log",
     shell:
-        "python -m videoktr.figures fig6 --token-log {params.token_log} --out {params.stem} {params.pos} > {log} 2>&1"
+        "python -m videoktr.report.figures fig6 --token-log {params.token_log} --out {params.stem} {params.pos} > {log} 2>&1"
 
 
 rule fig11_gradients:
@@ -100,7 +100,7 @@ rule fig11_gradients:
     log:
         f"{OUT}/logs/figures/fig11.log",
     shell:
-        "python -m videoktr.figures fig11 --gradients {params.gradients} --out {params.stem} > {log} 2>&1"
+        "python -m videoktr.report.figures fig11 --gradients {params.gradients} --out {params.stem} > {log} 2>&1"
 
 
 rule fig12_positions:
@@ -118,7 +118,7 @@ rule fig12_positions:
     log:
         f"{OUT}/logs/figures/fig12.log",
     shell:
-        "python -m videoktr.figures fig12 --token-log {params.token_log} --out {params.stem} > {log} 2>&1"
+        "python -m videoktr.report.figures fig12 --token-log {params.token_log} --out {params.stem} > {log} 2>&1"
 
 
 rule fig3a:
@@ -138,7 +138,7 @@ rule fig3a:
     log:
         f"{OUT}/logs/figures/fig3a.log",
     shell:
-        "python -m videoktr.figures {params.name} --cfg {params.cfg:q} --summaries {input.summaries}"
+        "python -m videoktr.report.figures {params.name} --cfg {params.cfg:q} --summaries {input.summaries}"
         " --reference {input.reference:q} --out {params.stem} > {log} 2>&1"
 
 

@@ -1,7 +1,7 @@
-# Tables 1-5: each pulls exactly the evaluations (or training logs) of its own rows (videoktr.grid, config `tables`),
+# Tables 1-5: each pulls exactly the evaluations (or training logs) of its own rows (videoktr.report.grid, config `tables`),
 # and writes CSV, Markdown and LaTeX with the paper's numbers beside ours (config/reference/paper_tables.csv).
 # The CSV goes into `snakemake --report`, with the caption workflow/report/<table>.rst.
-from videoktr import grid
+from videoktr.report import grid
 
 try:
     grid.check_all(config)
@@ -10,7 +10,7 @@ except grid.GridError as e:
 
 TABLES = f"{OUT}/tables"
 REFERENCE = config["tables"]["reference"]
-# What videoktr.grid reads; not common.cfg(): its sorted keys would lose the order of each table's rows.
+# What videoktr.report.grid reads; not common.cfg(): its sorted keys would lose the order of each table's rows.
 GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models")})
 
 
@@ -31,7 +31,7 @@ rule table1:
     log:
         f"{OUT}/logs/tables/table1.log",
     shell:
-        "python -m videoktr.tables {params.name} --cfg {params.cfg:q} --summaries {input.summaries}"
+        "python -m videoktr.report.tables {params.name} --cfg {params.cfg:q} --summaries {input.summaries}"
         " --reference {input.reference:q} --out {params.stem} > {log} 2>&1"
 
 
@@ -87,5 +87,5 @@ rule table4:
     log:
         f"{OUT}/logs/tables/table4.log",
     shell:
-        "python -m videoktr.tables table4 --cfg {params.cfg:q} --metrics {input.metrics}"
+        "python -m videoktr.report.tables table4 --cfg {params.cfg:q} --metrics {input.metrics}"
         " --reference {input.reference:q} --out {params.stem} > {log} 2>&1"

@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from videoktr.jsonl import read_rows, rewrite_keeping
 from videoktr.provenance import digest
-from videoktr.inputs import load_frames, prompt_text
-from videoktr.rewards import score
+from videoktr.data.model_inputs import load_frames, prompt_text
+from videoktr.eval.answers import score
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def shard_of(records: list[dict], index: int, shards: int) -> list[dict]:
 
 def check_backend(kind: str, key: str = "filter.backend") -> None:
     """Fail at once, with one line naming `key`, where the backend cannot run (vLLM: the package and a CUDA GPU)."""
-    from videoktr.generation import BackendUnavailable
+    from videoktr.eval.backends import BackendUnavailable
 
     if kind == "transformers":
         return

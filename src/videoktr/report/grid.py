@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from videoktr.benchmarks import BENCHMARKS
+from videoktr.eval.benchmarks import BENCHMARKS
 
 
 class GridError(ValueError):

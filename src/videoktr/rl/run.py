@@ -14,13 +14,13 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Trai
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig
 
-from videoktr.baselines import TGRPOTrainer, TWGRPOTrainer
-from videoktr.cost import CostMeter
-from videoktr.inputs import conversation
+from videoktr.rl.baselines import TGRPOTrainer, TWGRPOTrainer
+from videoktr.rl.cost_meter import CostMeter
+from videoktr.data.model_inputs import conversation
 from videoktr.provenance import digest, model_fingerprint
-from videoktr.rewards import format_reward, score
-from videoktr.tiny_model import vision_token_ids
-from videoktr.trainers import KTRSettings, KTRTrainer, VideoGRPOTrainer
+from videoktr.eval.answers import format_reward, score
+from videoktr.models.tiny import vision_token_ids
+from videoktr.rl.grpo import KTRSettings, KTRTrainer, VideoGRPOTrainer
 
 KTR_KEYS = ("ratio", "scope", "weighting", "distance", "visual_perturbation", "temporal_perturbation", "signed",
             "visual_mode", "mask_kl")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videoktr.prompts import build_question
-from videoktr.video import read_frames
+from videoktr.data.prompts import build_question
+from videoktr.data.video import read_frames
 
 
 def conversation(record: dict) -> list[dict]:

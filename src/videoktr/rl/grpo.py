@@ -7,7 +7,7 @@ log-prob forward, so a naive video GRPO trains text-only. `VideoGRPOTrainer` fix
   shuffling and splitting keep them aligned with their rows;
 - `_get_per_token_logps_and_entropies` feeds them (plus mm_token_type_ids over prompt + completion, which M-RoPE
   needs) to every forward: old, reference and the loss.
-`KTRTrainer` restricts the policy loss to key tokens (see `videoktr.attribution`).
+`KTRTrainer` restricts the policy loss to key tokens (see `videoktr.rl.attribution`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from trl import GRPOTrainer
 
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from videoktr.attribution import (
+from videoktr.rl.attribution import (
     distribution_distance,
     key_token_masks,
     logprob_shift,
@@ -32,7 +32,7 @@ from videoktr.attribution import (
     union,
     visual_perturbation,
 )
-from videoktr.inputs import encode, load_frames, mm_token_type_ids
+from videoktr.data.model_inputs import encode, load_frames, mm_token_type_ids
 
 log = logging.getLogger(__name__)
 

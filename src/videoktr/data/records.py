@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from videoktr.prompts import build_question
-from videoktr.rewards import parse_solution
-from videoktr.video import VideoError, read_frames
+from videoktr.data.prompts import build_question
+from videoktr.eval.answers import parse_solution
+from videoktr.data.video import VideoError, read_frames
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from trl.data_utils import is_conversational
 
-from videoktr.attribution import temporal_permutation
-from videoktr.inputs import load_frames, mm_token_type_ids
-from videoktr.trainers import VideoGRPOTrainer, encode_prompts, join_videos
+from videoktr.rl.attribution import temporal_permutation
+from videoktr.data.model_inputs import load_frames, mm_token_type_ids
+from videoktr.rl.grpo import VideoGRPOTrainer, encode_prompts, join_videos
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Attribution-cost benchmark: a Video-KTR step against a vanilla GRPO step, side by side (DESIGN.md section 6).
 
-What runs. For every configuration (frames F, completion length L) both trainers, built as `videoktr.rl.train_run`
+What runs. For every configuration (frames F, completion length L) both trainers, built as `videoktr.rl.run.train_run`
 builds them, run `steps` optimizer steps from the same initial weights (loaded from disk for each), the same seed
 and the same batches:
 - the first step is a warm-up (lazy initialisation, optimizer state allocation) and is not timed;
@@ -15,7 +15,7 @@ and the same batches:
   the backward 15-20x slower than fp32), which would inflate the GRPO step, the denominator, with a cost a GPU does
   not have;
 - clips with fewer than F frames are resampled (frames repeated, nearest neighbour) into F-frame MP4s written with
-  `videoktr.world.write_mp4`: between configurations only the frame count changes, never the questions.
+  `videoktr.data.world.write_mp4`: between configurations only the frame count changes, never the questions.
 
 Time. Wall clock (`time.perf_counter`, after a CUDA synchronize on a GPU) from `on_step_begin` to `on_step_end` of
 the HF Trainer loop: generation, rewards, reference log-probs, (KTR) attribution, loss forward, backward, clipping and
@@ -74,7 +74,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-log = logging.getLogger("videoktr.bench")  # also when run as __main__
+log = logging.getLogger("videoktr.costbench.harness")  # also when run as __main__
 
 TARGETS = {"time_ratio": 1.05, "memory_ratio": 1.02}
 PAPER = {"time_ratio": 1.106, "memory_ratio": 1.008}
@@ -267,14 +267,14 @@ def _instrument(trainer, timer: PhaseTimer, fingerprints: list[dict]) -> None:
     trainer._generate_and_score_completions = fingerprinted
 
 
-# Module-level helpers of videoktr.trainers that KTR's attribution calls, timed where they exist.
+# Module-level helpers of videoktr.rl.grpo that KTR's attribution calls, timed where they exist.
 TRAINER_HELPERS = ("completion_scores", "decoder_logps", "visual_perturbation", "permute_slices")
 
 
 @contextlib.contextmanager
 def _timed_helpers(timer: PhaseTimer):
-    """Time KTR's helper functions (looked up in videoktr.trainers' globals at call time), in the benchmark only."""
-    from videoktr import trainers
+    """Time KTR's helper functions (looked up in videoktr.rl.grpo' globals at call time), in the benchmark only."""
+    from videoktr.rl import grpo as trainers
 
     originals = {n: getattr(trainers, n) for n in TRAINER_HELPERS if callable(getattr(trainers, n, None))}
     for name, fn in originals.items():
@@ -410,13 +410,13 @@ spread_reward.__name__ = "bench_spread"
 
 def build_trainer(method: str, model_dir, records: list[dict], data_dir, work_dir, *, video_cfg: dict, train: dict,
                   ktr: dict, steps: int, completion_length: int, seed: int, bf16: bool | None = None):
-    """One instrumented trainer from the weights in `model_dir`, as videoktr.rl.train_run builds it."""
+    """One instrumented trainer from the weights in `model_dir`, as videoktr.rl.run.train_run builds it."""
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from videoktr.rl import KTR_KEYS, AccuracyReward, format_reward_func, grpo_config, to_dataset
-    from videoktr.tiny_model import vision_token_ids
-    from videoktr.trainers import KTRSettings, KTRTrainer, VideoGRPOTrainer
+    from videoktr.rl.run import KTR_KEYS, AccuracyReward, format_reward_func, grpo_config, to_dataset
+    from videoktr.models.tiny import vision_token_ids
+    from videoktr.rl.grpo import KTRSettings, KTRTrainer, VideoGRPOTrainer
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (known: {METHODS})")
@@ -433,7 +433,7 @@ def build_trainer(method: str, model_dir, records: list[dict], data_dir, work_di
                   train_dataset=to_dataset(records), processing_class=processor, data_dir=data_dir,
                   video_cfg=video_cfg)
     if method == "ktr":
-        # As videoktr.rl.train_run builds it, minus the token log and gradient diagnostics (analysis outputs that
+        # As videoktr.rl.run.train_run builds it, minus the token log and gradient diagnostics (analysis outputs that
         # are off by default and not part of the method's cost).
         settings = KTRSettings(**{k: ktr[k] for k in KTR_KEYS if k in ktr},
                                 signals=tuple(ktr.get("signals", KTRSettings.signals)))
@@ -543,7 +543,7 @@ def _worker(spec_path: str, out_path: str) -> None:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
-    from videoktr import trainers  # noqa: F401
+    from videoktr.rl import grpo as trainers  # noqa: F401
 
     spec = json.loads(Path(spec_path).read_text())
     threads = spec.pop("threads", None)
@@ -574,7 +574,7 @@ def measure_memory(spec: dict, work: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if spec.get("threads"):
         env["OMP_NUM_THREADS"] = str(spec["threads"])
-    proc = subprocess.run([sys.executable, "-m", "videoktr.bench", "--worker", str(spec_path), str(out_path)],
+    proc = subprocess.run([sys.executable, "-m", "videoktr.costbench.harness", "--worker", str(spec_path), str(out_path)],
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"memory run {spec['method']} failed:\n{proc.stderr[-4000:]}")
@@ -587,8 +587,8 @@ def frames_data_dir(records: list[dict], data_dir, work: Path, frames: int, vide
     enough, otherwise frame-repeated copies of the same clips (only the frame count changes)."""
     import numpy as np
 
-    from videoktr.video import read_frames
-    from videoktr.world import write_mp4
+    from videoktr.data.video import read_frames
+    from videoktr.data.world import write_mp4
 
     fps = float(video_cfg["fps"])
     backend = video_cfg.get("backend", "auto")
@@ -623,7 +623,7 @@ def native_bf16() -> bool:
 
 
 def _warm_frames(records: list[dict], data_dir, video_cfg: dict) -> None:
-    from videoktr.inputs import load_frames
+    from videoktr.data.model_inputs import load_frames
 
     for r in records:
         load_frames(r, data_dir, video_cfg)
@@ -634,7 +634,7 @@ def resize_model(src_dir, out_dir, size: dict, seed: int) -> Path:
     the weights do not matter when completions have a fixed length)."""
     from transformers import AutoConfig, AutoProcessor
 
-    from videoktr.tiny_model import build_model
+    from videoktr.models.tiny import build_model
 
     processor = AutoProcessor.from_pretrained(src_dir)
     config = AutoConfig.from_pretrained(src_dir)
@@ -911,7 +911,7 @@ def _size(text: str) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m videoktr.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m videoktr.costbench.harness", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model folder (the SFT model in the DAG)")
     p.add_argument("--records", required=True, help="JSON list of Video-R1 records (the filtered train split)")
     p.add_argument("--data-dir", required=True, help="folder the records' clip paths are relative to")
@@ -952,7 +952,7 @@ def main(argv=None) -> int:
     ktr_runs = [runs["ktr"]] if runs.get("ktr", {}).get("method") == "ktr" else \
         [r for r in runs.values() if r.get("method") == "ktr"]
     ktr = {k: v for k, v in ktr_runs[0].items() if k not in ("method", "train")} if ktr_runs else None
-    from videoktr.records import load_json_records
+    from videoktr.data.records import load_json_records
 
     report = run_benchmark(a.model, load_json_records(a.records), a.data_dir, a.out, video_cfg=cfg["video"],
                            steps=a.steps, frames_list=_ints(a.frames), completion_lengths=_ints(a.completion_lengths),

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Trainer, TrainingArguments
 
-from videoktr.inputs import encode, load_frames, prompt_text
-from videoktr.rewards import parse_solution
+from videoktr.data.model_inputs import encode, load_frames, prompt_text
+from videoktr.eval.answers import parse_solution
 
 log = logging.getLogger(__name__)
 

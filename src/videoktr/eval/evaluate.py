@@ -1,7 +1,7 @@
 """Evaluation with resumable predictions: each answer is appended to JSONL as it is made.
 
 A killed run resumes without redoing or duplicating a question; the summary is computed from the JSONL alone.
-Prompts, media and scoring follow the benchmark's protocol (videoktr.benchmarks); a malformed record or an
+Prompts, media and scoring follow the benchmark's protocol (videoktr.eval.benchmarks); a malformed record or an
 unreadable clip/image becomes an error row with its id, and the rest of the benchmark runs.
 
 Row of the predictions JSONL: id, subtask, prompt_hash, context, output, parsed, gt, correct (the protocol's score in
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from videoktr.benchmarks import (
+from videoktr.eval.benchmarks import (
     BENCHMARKS,
     Benchmark,
     MediaError,
@@ -33,12 +33,12 @@ from videoktr.benchmarks import (
     load_images,
     resolve_protocol,
 )
-from videoktr.benchmarks import score as protocol_score
-from videoktr.inputs import load_frames
+from videoktr.eval.benchmarks import score as protocol_score
+from videoktr.data.model_inputs import load_frames
 from videoktr.jsonl import read_rows, rewrite_keeping
 from videoktr.provenance import digest
-from videoktr.rewards import parse_solution
-from videoktr.video import VideoError
+from videoktr.eval.answers import parse_solution
+from videoktr.data.video import VideoError
 
 log = logging.getLogger(__name__)
 

@@ -4,17 +4,17 @@ Each `figN_*` function takes DataFrames and an output stem, writes `stem.png`, `
 numbers plotted; Fig. 2 also `stem.html`) and returns the plotted numbers as a DataFrame:
 
 - Fig. 2  `fig2_example`:    one response, its tokens coloured by the signal(s) that selected them;
-- Fig. 4  `fig4_pos`:        part-of-speech shares of the words each signal selects (spaCy; see `videoktr.pos`);
+- Fig. 4  `fig4_pos`:        part-of-speech shares of the words each signal selects (spaCy; see `videoktr.report.words`);
 - Fig. 5  `fig5_overlap`:    the three token sets E, V, T: every region of their Venn diagram, pairwise Jaccard;
 - Fig. 6  `fig6_wordclouds`: word clouds of selected vs unselected words;
 - Fig. 11 `fig11_gradients`: losses, advantage variance, gradient norms and cosines over training steps;
 - Fig. 12 `fig12_positions`: selection probability by relative position in the completion;
 
 and, from evaluation summaries beside the paper's numbers (config/reference/paper_tables.csv; the grid of each in
-`videoktr.grid`): Fig. 3a (RL methods under one recipe), Fig. 3b (per subtask), Figs. 7-10 (token weighting,
+`videoktr.report.grid`): Fig. 3a (RL methods under one recipe), Fig. 3b (per subtask), Figs. 7-10 (token weighting,
 distance, update ratio, perturbations), each by `accuracy_figure` / `fig3b_subtasks`.
 
-CLI (what the Snakemake rules call): `python -m videoktr.figures fig4 --token-log DIR --out STEM --spacy-model M`,
+CLI (what the Snakemake rules call): `python -m videoktr.report.figures fig4 --token-log DIR --out STEM --spacy-model M`,
 one subcommand per figure, or `all --token-log DIR --gradients CSV --out-dir DIR`.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from videoktr import pos as posmod
+from videoktr.report import words as posmod
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _save(fig, stem, table: pd.DataFrame) -> pd.DataFrame:
 
 # -- Fig. 4: POS ----------------------------------------------------------------------------------------------------
 def pos_words(log: pd.DataFrame, spacy_model: str, max_completions: int | None = None) -> pd.DataFrame:
-    """The word table of `videoktr.pos.tag_words` for (a sample of) the log's completions."""
+    """The word table of `videoktr.report.words.tag_words` for (a sample of) the log's completions."""
     return posmod.tag_words(sample_completions(log, max_completions), posmod.load_spacy(spacy_model))
 
 
@@ -522,7 +522,7 @@ OURS_COLOR = "#0072B2"
 
 def accuracy_figure(table: pd.DataFrame, stem, title: str, ours_note: str, paper_note: str) -> pd.DataFrame:
     """Left: our accuracy per row (mean over the benchmarks as bars, each benchmark as a dot); right: the paper's
-    numbers for the same rows.  `table` is `videoktr.tables.accuracy_table`'s output; the CSV is that table."""
+    numbers for the same rows.  `table` is `videoktr.report.tables.accuracy_table`'s output; the CSV is that table."""
     plt = _plt()
     t = table.reset_index()
     bench = [c for c in t.columns if c not in ("method", "run", "mean") and not c.startswith("paper ")]
@@ -612,7 +612,8 @@ def build_accuracy(name: str, a) -> None:
     """Figs. 3a, 3b, 7-10 from the summaries given on the command line and the config's grid."""
     import json
 
-    from videoktr import grid, tables
+    from videoktr.report import grid
+    from videoktr.report import tables
 
     config = json.loads(a.cfg)
     try:
@@ -671,7 +672,7 @@ def build_all(a) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m videoktr.figures", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m videoktr.report.figures", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="figure", required=True)
     for name in ACCURACY_FIGURES:

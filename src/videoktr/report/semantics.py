@@ -21,7 +21,7 @@ def words_of(log: pd.DataFrame) -> pd.DataFrame:
     """Whole words of every completion, each with the union of its BPE pieces' selections (spaCy tokenizer only)."""
     import spacy
 
-    from videoktr.pos import tag_words
+    from videoktr.report.words import tag_words
 
     return tag_words(log, spacy.blank("en"))
 

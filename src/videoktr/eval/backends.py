@@ -4,7 +4,7 @@
 `num_return_sequences` consecutive completions per prompt.  `texts` are chat-templated prompts (from
 `backend.processor`); each entry of `visuals` is one prompt's media: a uint8 RGB video [T, H, W, 3] (the clip,
 passed as ONE video) or a list of images [H, W, 3] (in the order of the prompt's image placeholders).  Both
-backends receive the same prompts and their outputs are parsed by the same code (videoktr.benchmarks).
+backends receive the same prompts and their outputs are parsed by the same code (videoktr.eval.benchmarks).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class TransformersBackend:
 
     def encode(self, texts: list[str], visuals: list, fps: float):
         """Processor tensors for a left-padded batch of prompts with videos and/or images."""
-        from videoktr.inputs import encode, video_metadata
+        from videoktr.data.model_inputs import encode, video_metadata
 
         images, videos = split_visuals(visuals)
         if not images and self.size is None:  # the video-only path shared with SFT, filtering and RL
@@ -89,7 +89,7 @@ class TransformersBackend:
         """Decoded completions, `num_return_sequences` consecutive ones per prompt (one batched `generate`)."""
         import torch
 
-        from videoktr.tiny_model import vision_token_ids
+        from videoktr.models.tiny import vision_token_ids
 
         batch = self.encode(texts, videos, fps)
         torch.manual_seed(self.seed)

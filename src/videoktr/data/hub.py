@@ -254,7 +254,7 @@ def write_manifest(path: Path, manifest: dict) -> None:
 
 def video_r1_records(rows: list) -> tuple[list[dict], dict]:
     """Video-R1-260k rows -> video records (the format of every later step); image rows are counted, not kept."""
-    from videoktr.benchmarks import _rel
+    from videoktr.eval.benchmarks import _rel
 
     kept, counts = [], {"rows": len(rows), "image_rows": 0, "malformed": 0}
     for i, row in enumerate(rows):

@@ -101,9 +101,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from videoktr.prompts import build_question
-from videoktr.rewards import Score, extract_answer, parse_number, parse_solution
-from videoktr.rewards import score as reward_score
+from videoktr.data.prompts import build_question
+from videoktr.eval.answers import Score, extract_answer, parse_number, parse_solution
+from videoktr.eval.answers import score as reward_score
 
 __all__ = [
     "Benchmark",
@@ -771,7 +771,7 @@ def load_tiny_image(records_path: Path, media_root: Path) -> Loaded:
     (Table 3).  A clip that cannot be read makes its question a problem (id, reason), as any malformed record."""
     from PIL import Image
 
-    from videoktr.video import VideoError, read_frames
+    from videoktr.data.video import VideoError, read_frames
 
     loaded = load_tiny(records_path, media_root)
     records, problems = [], list(loaded.problems)
@@ -810,14 +810,14 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
         Benchmark("tiny_appearance", "video", "tiny", load_tiny, "data_source", tiny_split="eval_appearance",
-                  source="videoktr.world"),
+                  source="videoktr.data.world"),
         Benchmark("tiny_temporal", "video", "tiny", load_tiny, "data_source", tiny_split="eval_temporal",
-                  source="videoktr.world"),
+                  source="videoktr.data.world"),
         Benchmark("tiny_counting", "video", "tiny", load_tiny, "data_source", tiny_split="eval_counting",
-                  source="videoktr.world"),
+                  source="videoktr.data.world"),
         # the appearance split again, one frame per question as an image (Table 3 in the tiny world)
         Benchmark("tiny_image", "image", "tiny", load_tiny_image, "data_source", tiny_split="eval_appearance",
-                  source="videoktr.world (middle frame of each appearance clip)"),
+                  source="videoktr.data.world (middle frame of each appearance clip)"),
         Benchmark("video_holmes", "video", "video_holmes", load_video_holmes, "Question Type",
                   "Video-Holmes/test_Video-Holmes.json", "Video-Holmes/videos", 1837,
                   source="TencentARC/Video-Holmes (GitHub evaluate.py; HF dataset)"),
@@ -869,9 +869,9 @@ def get_benchmark(name: str) -> Benchmark:
 def load_benchmark(name: str, records_path: Path, media_root: Path) -> Loaded:
     """Read a benchmark's released file(s); malformed records come back as problems (id, reason), never raise.
 
-    A file that cannot be read at all raises videoktr.records.BadDataError (the whole benchmark is unusable).
+    A file that cannot be read at all raises videoktr.data.records.BadDataError (the whole benchmark is unusable).
     """
-    from videoktr.records import BadDataError
+    from videoktr.data.records import BadDataError
 
     bench = get_benchmark(name)
     try:

@@ -3,13 +3,13 @@
 Every "ours" number is read from an evaluation summary (results/<run>/eval/<model>/<bench>/f<frames>.summary.json)
 or a training log (results/<run>/train/<run>/metrics.json); every "paper" number from config/reference/
 paper_tables.csv (the paper's printed values, long format: table, method, frames, benchmark, value, note).
-Rows are the paper's row labels, mapped to our runs by config `tables.rows.<table>` (see `videoktr.grid`); a paper
+Rows are the paper's row labels, mapped to our runs by config `tables.rows.<table>` (see `videoktr.report.grid`); a paper
 row without a run of ours keeps its paper numbers and an empty "run".
 
 CLI (what the Snakemake rules call)::
 
-    python -m videoktr.tables table2 --cfg JSON --summaries S... --reference CSV --out STEM
-    python -m videoktr.tables table4 --cfg JSON --metrics M... --reference CSV --out STEM
+    python -m videoktr.report.tables table2 --cfg JSON --summaries S... --reference CSV --out STEM
+    python -m videoktr.report.tables table4 --cfg JSON --metrics M... --reference CSV --out STEM
 
 writes STEM.csv, STEM.md and STEM.tex.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from videoktr import grid
+from videoktr.report import grid
 from videoktr.config import sft_models
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def build(name: str, config: dict, reference, summaries=(), metrics=()) -> pd.Da
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m videoktr.tables", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m videoktr.report.tables", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("table", choices=grid.TABLES)
     p.add_argument("--cfg", required=True, help="JSON of the config sections tables, eval, runs (and model)")
