@@ -111,3 +111,14 @@ def sft_models(config: dict) -> dict[str, dict]:
 
 def load(path: Path) -> dict:
     return validate(yaml.safe_load(Path(path).read_text()))
+
+
+def schema_defaults(*path: str, schema_path: Path = SCHEMA) -> dict:
+    """{key: default} of the schema object at `path`: ("train",) is the train section, ("runs", "*") one run.
+
+    The schema is the one list of every knob and its default; code that needs a default reads it here.
+    """
+    node = yaml.safe_load(Path(schema_path).read_text())
+    for key in path:
+        node = node["additionalProperties"] if key == "*" else node["properties"][key]
+    return {k: copy.deepcopy(v["default"]) for k, v in node.get("properties", {}).items() if "default" in v}
