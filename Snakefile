@@ -33,7 +33,6 @@ rule all:
         # the eval grid (eval.models x benchmarks x frames), then every table and figure the config's grid names
         expand(f"{OUT}/eval/{{model}}/{{benchmark}}/f{{frames}}.summary.json", model=config["eval"]["models"],
                benchmark=config["eval"]["benchmarks"], frames=config["eval"]["frames"]),
-        [getattr(rules, name).output for name in grid.configured(config)],
-        rules.attribution_semantics.output if "ktr" in config["runs"] else [],
-        [r.output for r in (rules.fig2_key_tokens, rules.fig4_pos, rules.fig5_overlap, rules.fig6_wordclouds,
-                            rules.fig11_gradients, rules.fig12_positions)] if "ktr" in config["runs"] else [],
+        [target_files(name) for name in grid.configured(config)],
+        # the analyses of the token-log run (config analysis.token_log_run), when it is one of the config's runs
+        [ATTRIBUTION_SEMANTICS, *[target_files(fig) for fig in TOKEN_FIGURES]] if HAS_TOKEN_LOG else [],

@@ -13,7 +13,7 @@
 # `stop`: the job step that Snakemake's SLURM executor runs inside a job (`srun`) drops SLURM_CONF from its
 # environment and reads the default path.
 #
-# The configuration is the one checked on this kind of machine (shared/DESIGN.md section 5):
+# The configuration is the one checked on this kind of machine (docs/design.md, "SLURM without accounting"):
 # ProctrackType=proctrack/linuxproc, TaskPlugin=task/none, SelectType=select/cons_tres, accounting off, one node
 # with this machine's CPUs and memory (`slurmd -C`), one partition `local`.
 #

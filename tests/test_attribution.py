@@ -9,9 +9,11 @@ from conftest import VIDEO_CFG, records
 from videoktr.rl.attribution import key_token_masks, temporal_permutation, top_fraction_mask
 from videoktr.data.model_inputs import encode, load_frames, prompt_text
 from videoktr.models.sft import sft_target
-from videoktr.rl.run import AccuracyReward, format_reward_func, grpo_config, to_dataset
+from videoktr.rl.rewards import AccuracyReward, format_reward_func
+from videoktr.rl.run import grpo_config, to_dataset
 from videoktr.models.tiny import vision_token_ids
-from videoktr.rl.grpo import KTRSettings, KTRTrainer, split_videos
+from videoktr.rl.grpo import split_videos
+from videoktr.rl.ktr import KTRSettings, KTRTrainer
 
 TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2, "max_completion_length": 8,
          "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1, "diagnostics_every": 1}

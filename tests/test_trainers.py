@@ -6,7 +6,8 @@ from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Trai
 
 from conftest import VIDEO_CFG, records
 from videoktr.data.model_inputs import encode, load_frames, prompt_text
-from videoktr.rl.run import AccuracyReward, format_reward_func, grpo_config, to_dataset
+from videoktr.rl.rewards import AccuracyReward, format_reward_func
+from videoktr.rl.run import grpo_config, to_dataset
 from videoktr.models.sft import sft_target
 from videoktr.models.tiny import vision_token_ids
 from videoktr.rl.grpo import VideoGRPOTrainer, split_videos
@@ -95,7 +96,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_a_changed_config_starts_af
 
 
 def _ktr(world, model_dir, tmp_path, **settings):
-    from videoktr.rl.grpo import KTRSettings, KTRTrainer
+    from videoktr.rl.ktr import KTRSettings, KTRTrainer
 
     proc = AutoProcessor.from_pretrained(model_dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir)
@@ -122,6 +123,42 @@ def test_all_ones_mask_gives_exactly_the_video_grpo_loss(world, tiny_model_dir, 
     plain = {k: v for k, v in out.items() if k not in ("tool_mask", "key_mask")}
     grpo_loss = VideoGRPOTrainer._compute_loss(trainer, trainer.model, plain)
     assert torch.equal(ktr_loss, grpo_loss)
+
+
+def test_the_partial_key_mask_reaches_the_loss_through_trl_tool_mask(world, tiny_model_dir, tmp_path):
+    """KTR hands its key mask to TRL's loss as `tool_mask`: loss and gradient are those of the selected tokens
+    alone, not of every completion token. A TRL that stops reading `tool_mask` fails here."""
+    trainer = _ktr(world, tiny_model_dir, tmp_path)  # r = 0.2: a partial mask
+    trainer.model.train()
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions(_rows(world, trainer))
+    valid, key = out["completion_mask"], out["key_mask"]
+    assert torch.equal(out["tool_mask"], key)  # the key TRL 1.16's _compute_loss multiplies into its loss mask
+    assert 0 < (valid * key).sum() < valid.sum()
+    assert trainer.loss_type == "grpo" and "old_per_token_logps" not in out and trainer.beta > 0
+    # per-token advantages, so that which tokens count moves the loss value as well as its gradient
+    out["advantages"] = torch.randn(valid.shape, generator=torch.Generator().manual_seed(1))
+    params = list(trainer.model.model.language_model.layers[-1].parameters())
+
+    def value_and_grad(loss):
+        return loss.detach(), torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
+
+    ktr = value_and_grad(trainer._compute_loss(trainer.model, out))
+    # the GRPO loss written out over the selected tokens only (one policy iteration: old log-probs = current)
+    trainer._videos = out["videos"]
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, ids, torch.cat([out["prompt_mask"], valid], 1), valid.size(1))
+    ref = out["ref_per_token_logps"]
+    per_token = -torch.exp(logps - logps.detach()) * out["advantages"] + \
+        trainer.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
+    m = valid * key
+    selected = value_and_grad(((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean())
+    full = value_and_grad(VideoGRPOTrainer._compute_loss(
+        trainer, trainer.model, {k: v for k, v in out.items() if k not in ("tool_mask", "key_mask")}))
+    for a, b in zip(ktr, selected):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(ktr[0], full[0], rtol=1e-3) and not torch.allclose(ktr[1], full[1], rtol=1e-3)
 
 
 @pytest.mark.parametrize("settings", [

@@ -82,8 +82,10 @@ def test_an_ablation_target_builds_only_its_own_runs(target, clean_dir):
     assert evaluated == set(grid.evaluations(cfg, target))
     # its rows at the ablation frame count only, and no other table or figure
     assert {f for *_, f in evaluated} == {cfg["tables"]["frames"]}
-    assert {r for r, _ in jobs} - {"world", "prepare_split", "base_model", "sft", "filter_shard",
-                                   "difficulty_filter", "train", "evaluate"} == {target}
+    rule = "table" if target.startswith("table") else "accuracy_figure"
+    assert [(r, w) for r, w in jobs if r not in ("world", "prepare_split", "base_model", "sft", "filter_shard",
+                                                 "difficulty_filter", "train", "evaluate")] == [
+        (rule, {"table" if rule == "table" else "fig": target})]
 
 
 def test_table5_trains_its_runs_from_the_second_model(clean_dir):
@@ -99,10 +101,27 @@ def test_table5_trains_its_runs_from_the_second_model(clean_dir):
 
 
 def test_all_builds_every_table_and_figure(clean_dir):
-    jobs = {r for r, _ in dry_run_jobs("all", clean_dir)}
-    assert {"table1", "table2", "table3", "table4", "table5", "fig2_key_tokens", "fig3a", "fig3b", "fig4_pos",
-            "fig5_overlap", "fig6_wordclouds", "fig7", "fig8", "fig9", "fig10", "fig11_gradients",
-            "fig12_positions"} <= jobs
+    jobs = dry_run_jobs("all", clean_dir)
+    built = {(r, w.get("table") or w.get("fig")) for r, w in jobs}
+    assert {("table", t) for t in ("table1", "table2", "table3", "table5")} | {("cost_table", "table4")} | {
+        ("accuracy_figure", f) for f in ("fig3a", "fig3b", "fig7", "fig8", "fig9", "fig10")} | {
+        ("token_figure", f) for f in ("fig4", "fig5", "fig6", "fig11", "fig12")} | {
+        ("token_figure_html", "fig2"), ("attribution_semantics", None)} <= built
+
+
+def test_the_token_log_run_is_a_config_key(tmp_path, clean_dir):
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg.setdefault("analysis", {})["token_log_run"] = "ktr_VT"
+    (tmp_path / "vt.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "-p", "-F", "results/tiny/figures/fig4.png", "--configfile", str(tmp_path / "vt.yaml"),
+                    cwd=clean_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "--token-log results/tiny/train/ktr_VT/token_log" in out.stdout + out.stderr
+    for run, says in [("grpo", "run 'grpo' is a grpo run"), ("ktr_missing", "'ktr_missing' is not in config runs")]:
+        cfg["analysis"]["token_log_run"] = run
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+        out = snakemake("-n", "all", "--configfile", str(tmp_path / "bad.yaml"), cwd=clean_dir)
+        assert out.returncode != 0 and f"config error at analysis.token_log_run: {says}" in out.stdout + out.stderr
 
 
 def test_a_table_naming_a_missing_run_stops_with_the_run_named(tmp_path, clean_dir):

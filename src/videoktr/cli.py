@@ -2,6 +2,8 @@
 
 Every step takes `--cfg`, the JSON of the validated config sections it depends on (the Snakefile passes them).
 Bad data and config errors end with one line naming the item and the reason, never a bare traceback.
+`videoktr table`, `videoktr figure` and `videoktr bench` hand the rest of the command line to the tables, the
+figures and the attribution-cost benchmark (`videoktr table --help` and so on list their options).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def cmd_evaluate(a, cfg):
 
 
 def cmd_semantics(a, cfg):
-    from videoktr.report.semantics import attribution_semantics, read_token_log, words_of
+    from videoktr.report.semantics import attribution_semantics, words_of
+    from videoktr.rl.token_log import read_token_log
 
     result = attribution_semantics(words_of(read_token_log(a.token_log)))
     log.info("attribution semantics: %s", json.dumps(result["signals"]))
@@ -214,6 +217,14 @@ def cmd_preflight(a, cfg):
     _write_json(a.out, {"ok": True})
 
 
+# Steps with a command line of their own: {step: (module, help)}; `videoktr STEP ARGS...` calls module.main(ARGS).
+DELEGATED = {
+    "table": ("videoktr.report.tables", "a table: CSV, Markdown and LaTeX (videoktr.report.tables)"),
+    "figure": ("videoktr.report.figures", "a figure: PNG, PDF and CSV (videoktr.report.figures)"),
+    "bench": ("videoktr.costbench.harness", "the attribution-cost benchmark (videoktr.costbench.harness)"),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="videoktr", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -239,12 +250,21 @@ def parser() -> argparse.ArgumentParser:
     add("filter-shard", cmd_filter_shard, "model", "records", "data_dir", "shard", "partial", "out")
     add("filter-gather", cmd_filter_gather, "records", "shards", "scores", "png", "csv", "out")
     add("preflight", cmd_preflight, "out")
+    for name, (module, text) in DELEGATED.items():
+        s = sub.add_parser(name, help=text, add_help=False)  # its own parser answers --help
+        s.add_argument("argv", nargs=argparse.REMAINDER, help=f"the arguments of {module}")
+        s.set_defaults(delegate=module)
     return p
 
 
 def main(argv=None) -> int:
     from videoktr.data.records import BadDataError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in DELEGATED:  # before argparse: the rest of the line, options included, is theirs
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a = parser().parse_args(argv)
     try:

@@ -1,13 +1,14 @@
-# Analyses of the token logs of a Video-KTR run.
+# Analyses of the token log of the token-log run (config analysis.token_log_run), a Video-KTR run.
 
 
 rule attribution_semantics:
     input:
-        metrics=f"{OUT}/train/ktr/metrics.json",
+        metrics=TOKEN_LOG_METRICS,
     output:
-        f"{OUT}/analysis/attribution_semantics.json",
+        ATTRIBUTION_SEMANTICS,
     params:
         token_log=lambda w, input: os.path.join(os.path.dirname(input.metrics), "token_log"),
+    threads: 1
     conda:
         "../../envs/analysis.yaml"
     log:

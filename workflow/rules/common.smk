@@ -1,13 +1,25 @@
+# Every global and helper shared by the files of workflow/rules/: each of them reads only these and its own, so the
+# order they are included in does not matter.
 import json
 import os
 
 from videoktr.config import sft_models
+from videoktr.preflight import needs_gpu as preflight_needed
+from videoktr.report import grid
 
 RUN = config["run_name"]
 # The models RL starts from, each built (tiny) or fetched (hub) into models/<name>: `sft` (config model), sft_models.
 SFT_MODELS = sft_models(config)
 OUT = f"results/{RUN}"
 WORLD = f"{OUT}/data/world"
+VIDEOS = f"{WORLD}/videos"  # the clips' folder, an output of rule world (tiny or hub)
+FILTERED_TRAIN = f"{OUT}/data/filtered/train.json"  # the difficulty filter's kept questions: what RL trains on
+# GPU parts (vLLM, DeepSpeed) are checked on a GPU node before any long job (by `preflight`); the downloads wait for it.
+PREFLIGHT = f"{OUT}/preflight.json" if preflight_needed(config) else []
+# Threads: every rule declares 1. Snakemake sets OMP_NUM_THREADS (and the BLAS thread counts) to a job's threads, and
+# torch takes its intra-op thread count from it, so the torch steps (sft, filter_shard, train, evaluate) compute with
+# exactly the threads declared; the clip decoder and x264 run one thread each. `--cores 2` runs two jobs at once; the
+# profiles raise the threads of the heavy rules (set-threads).
 # Starts `videoktr` once per node under SLURM (torchrun across the allocation), plainly elsewhere.
 LAUNCH = os.path.join(os.path.dirname(os.path.realpath(workflow.main_snakefile)), "scripts", "launch.sh")
 
@@ -62,3 +74,67 @@ def eval_job_cfg(benchmark):
         if mine is not None:
             e[key] = {benchmark: mine}
     return json.dumps({"seed": config["seed"], "video": config["video"], "eval": e}, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------- tables and figures
+# Which runs, benchmarks and frame counts each table and figure needs (videoktr.report.grid, config `tables`).
+try:
+    grid.check_all(config)
+except grid.GridError as e:
+    raise WorkflowError(f"config tables: {e}") from None
+
+TABLES = f"{OUT}/tables"
+FIGURES = f"{OUT}/figures"
+REFERENCE = config["tables"]["reference"]
+# What videoktr.report.grid reads; not cfg(): its sorted keys would lose the order of each table's rows.
+GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models")})
+ACCURACY_TABLES = [n for n in grid.TABLES if grid.TARGETS[n].kind != "cost"]  # rule table
+COST_TABLES = [n for n in grid.TABLES if grid.TARGETS[n].kind == "cost"]  # rule cost_table
+ACCURACY_FIGURES = list(grid.FIGURES)  # rule accuracy_figure
+
+# The token-log run (config analysis.token_log_run): its token log and gradient diagnostics feed Figs. 2, 4-6, 11, 12
+# and the attribution semantics. Left at its default and absent from `runs`, those are not built.
+TOKEN_LOG_RUN = config["analysis"]["token_log_run"]
+if TOKEN_LOG_RUN in config["runs"] and config["runs"][TOKEN_LOG_RUN]["method"] != "ktr":
+    raise WorkflowError(f"config error at analysis.token_log_run: run {TOKEN_LOG_RUN!r} is a "
+                        f"{config['runs'][TOKEN_LOG_RUN]['method']} run; the token log is written by ktr runs only")
+if TOKEN_LOG_RUN not in config["runs"] and TOKEN_LOG_RUN != "ktr":
+    raise WorkflowError(f"config error at analysis.token_log_run: {TOKEN_LOG_RUN!r} is not in config runs "
+                        f"(ktr runs: {', '.join(n for n, r in config['runs'].items() if r['method'] == 'ktr')})")
+HAS_TOKEN_LOG = TOKEN_LOG_RUN in config["runs"]
+TOKEN_LOG_METRICS = f"{OUT}/train/{TOKEN_LOG_RUN}/metrics.json"  # its folder train/<run>/ holds token_log/
+
+SPACY_MODEL = config["analysis"]["spacy_model"]  # the validated config has the schema's defaults filled in
+POS_MAX = config["analysis"]["pos_max_completions"]
+POS_ARGS = f"--spacy-model {SPACY_MODEL}" + (f" --max-completions {POS_MAX}" if POS_MAX else "")
+# The figures of the token-log run (rules token_figure, token_figure_html): {figure: what `videoktr figure` reads
+# from the run's folder {run}, and its options}. Those in TOKEN_FIGURES_HTML also write an HTML page.
+TOKEN_FIGURES = {
+    "fig2": "--token-log {run}/token_log",  # key tokens of one response
+    "fig4": f"--token-log {{run}}/token_log {POS_ARGS}",  # parts of speech (spaCy)
+    "fig5": "--token-log {run}/token_log",  # overlap of E, V, T
+    "fig6": f"--token-log {{run}}/token_log {POS_ARGS}",  # word clouds (spaCy)
+    "fig11": "--gradients {run}/gradients.csv",  # gradient diagnostics
+    "fig12": "--token-log {run}/token_log",  # selection by position
+}
+TOKEN_FIGURES_HTML = ["fig2"]
+
+
+def token_figure_args(wildcards, input):
+    return TOKEN_FIGURES[wildcards.fig].format(run=os.path.dirname(input.metrics))
+
+
+def out_stem(wildcards, output):
+    """The output path without its extension: `--out` of `videoktr table` and `videoktr figure`."""
+    return os.path.splitext(output.csv)[0]
+
+
+def target_files(name):
+    """The files a table or figure (a grid target or a token figure) is written to."""
+    if name.startswith("table"):
+        return [f"{TABLES}/{name}.{ext}" for ext in ("csv", "md", "tex")]
+    html = ["html"] if name in TOKEN_FIGURES_HTML else []
+    return [f"{FIGURES}/{name}.{ext}" for ext in ("png", "pdf", "csv", *html)]
+
+
+ATTRIBUTION_SEMANTICS = f"{OUT}/analysis/attribution_semantics.json"

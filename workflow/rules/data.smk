@@ -3,14 +3,9 @@
 # converts them to the same record format. Either way rule `world` yields `train.json` (+ the tiny eval splits) and
 # the clips' folder `videos/`, and every split is then checked record by record (bad ones -> skipped.json).
 
-from videoktr.preflight import needs_gpu as preflight_needed
-
 HUB_DATA = config["data"]["source"] == "hub"
 SPLITS = ["train"] if HUB_DATA else ["train", "eval_appearance", "eval_temporal", "eval_counting"]
 HUB = f"{OUT}/data/hub"
-
-
-PREFLIGHT = f"{OUT}/preflight.json" if preflight_needed(config) else []
 
 
 if PREFLIGHT:
@@ -26,6 +21,7 @@ if PREFLIGHT:
                             "train": {k: config["train"][k] for k in ("deepspeed", "use_vllm")},
                             "runs": {n: {"train": {k: r["train"][k] for k in ("deepspeed", "use_vllm")}}
                                      for n, r in config["runs"].items()}}, sort_keys=True),
+        threads: 1
         conda:
             "../../envs/train.yaml"
         log:
@@ -51,6 +47,7 @@ if HUB_DATA:
         params:
             cfg=lambda w: data_hub_cfg(w.dataset),
             files=lambda w: f"{HUB}/{w.dataset}/files",
+        threads: 1
         conda:
             "../../envs/train.yaml"
         log:
@@ -70,6 +67,7 @@ if HUB_DATA:
         params:
             cfg=lambda w: data_hub_cfg(w.dataset),
             files=lambda w: f"{HUB}/{w.dataset}/files",
+        threads: 1
         conda:
             "../../envs/train.yaml"
         log:
@@ -88,6 +86,7 @@ if HUB_DATA:
         params:
             cfg=json.dumps({"data": {"hub": config["data"]["hub"]}}, sort_keys=True),  # what hub-records reads
             hub=HUB,
+        threads: 1
         conda:
             "../../envs/train.yaml"
         log:
@@ -105,6 +104,7 @@ else:
         params:
             data_dir=lambda w, output: os.path.dirname(output.videos),
             cfg=cfg("seed", "world"),
+        threads: 1
         conda:
             "../../envs/train.yaml"
         log:
@@ -123,6 +123,7 @@ rule prepare_split:
     params:
         data_dir=data_dir,
         cfg=cfg("data", "video"),
+    threads: 1
     conda:
         "../../envs/train.yaml"
     log:

@@ -12,7 +12,7 @@ rule evaluate:
         records=lambda w: eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[0],
         # the clips' folder; image benchmarks embed their images in the records file
         media=lambda w: (
-            rules.world.output.videos
+            VIDEOS
             if BENCHMARKS[w.benchmark].tiny_split
             else eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[1]
             if BENCHMARKS[w.benchmark].media
@@ -27,6 +27,7 @@ rule evaluate:
         data_dir=lambda w: eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[1],
         cfg=lambda w: eval_job_cfg(w.benchmark),
         predictions=lambda w: f"{OUT}/eval/{w.model}/{w.benchmark}/f{w.frames}.jsonl",
+    threads: 1
     conda:
         "../../envs/eval.yaml"
     log:

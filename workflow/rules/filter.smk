@@ -10,7 +10,7 @@ FILTERED = f"{OUT}/data/filtered"
 rule filter_shard:
     input:
         model=f"{OUT}/models/sft",
-        videos=rules.world.output.videos,
+        videos=VIDEOS,
         records=f"{OUT}/data/clean/train.json",
     output:
         scores=ensure(f"{FILTERED}/shards/{{shard}}.jsonl", non_empty=True),
@@ -23,6 +23,7 @@ rule filter_shard:
                         "filter": {k: v for k, v in config["filter"].items() if k not in ("low", "high")}},
                        sort_keys=True),
         partial=lambda w: f"{FILTERED}/shards/{w.shard}.partial.jsonl",
+    threads: 1
     conda:
         "../../envs/eval.yaml"
     log:
@@ -38,12 +39,13 @@ rule difficulty_filter:
         records=f"{OUT}/data/clean/train.json",
         shards=expand(f"{FILTERED}/shards/{{shard}}.jsonl", shard=range(config["filter"]["shards"])),
     output:
-        kept=ensure(f"{FILTERED}/train.json", non_empty=True),
+        kept=ensure(FILTERED_TRAIN, non_empty=True),
         scores=f"{FILTERED}/accuracy.jsonl",
         png=f"{FILTERED}/accuracy_histogram.png",
         csv=f"{FILTERED}/accuracy_histogram.csv",
     params:
         cfg=cfg("seed", "filter"),
+    threads: 1
     conda:
         "../../envs/eval.yaml"
     log:

@@ -21,6 +21,7 @@ if config["model"]["source"] == "hub":
         params:
             cfg=lambda w: model_hub_cfg(w.sft),
             files=lambda w: f"{OUT}/models/.download/{w.sft}",
+        threads: 1
         conda:
             "../../envs/train.yaml"
         log:
@@ -40,6 +41,7 @@ else:
             sft=SFT_NAMES,
         params:
             cfg=lambda w: model_cfg(w.sft, "seed", "video"),
+        threads: 1
         conda:
             "../../envs/train.yaml"
         log:
@@ -50,7 +52,7 @@ else:
     rule sft:
         input:
             model=f"{OUT}/models/{{sft}}.init",
-            videos=rules.world.output.videos,
+            videos=VIDEOS,
             records=f"{OUT}/data/clean/train.json",
         output:
             directory(f"{OUT}/models/{{sft}}"),
@@ -59,6 +61,7 @@ else:
         params:
             data_dir=data_dir,
             cfg=cfg("seed", "sft", "video"),
+        threads: 1
         conda:
             "../../envs/train.yaml"
         log:

@@ -5,8 +5,8 @@
 rule train:
     input:
         model=lambda w: f"{OUT}/models/{config['runs'][w.run]['sft_model']}",
-        videos=rules.world.output.videos,
-        records=f"{OUT}/data/filtered/train.json",
+        videos=VIDEOS,
+        records=FILTERED_TRAIN,
     output:
         model=directory(f"{OUT}/models/{{run}}"),
         metrics=f"{OUT}/train/{{run}}/metrics.json",
@@ -18,6 +18,7 @@ rule train:
         cfg=lambda w: json.dumps({"seed": config["seed"], "video": config["video"], "run": config["runs"][w.run]},
                                  sort_keys=True),
         work=lambda w: f"{OUT}/train/{w.run}",
+    threads: 1
     conda:
         "../../envs/train.yaml"
     log:

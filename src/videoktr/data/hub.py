@@ -254,7 +254,7 @@ def write_manifest(path: Path, manifest: dict) -> None:
 
 def video_r1_records(rows: list) -> tuple[list[dict], dict]:
     """Video-R1-260k rows -> video records (the format of every later step); image rows are counted, not kept."""
-    from videoktr.eval.benchmarks import _rel
+    from videoktr.eval.loaders import rel
 
     kept, counts = [], {"rows": len(rows), "image_rows": 0, "malformed": 0}
     for i, row in enumerate(rows):
@@ -264,7 +264,7 @@ def video_r1_records(rows: list) -> tuple[list[dict], dict]:
         if row.get("data_type") != "video":
             counts["image_rows"] += 1
             continue
-        rec = dict(row, problem_id=f"video_r1-{row.get('problem_id', i)}", path=_rel(str(row["path"])))
+        rec = dict(row, problem_id=f"video_r1-{row.get('problem_id', i)}", path=rel(str(row["path"])))
         rec.setdefault("data_source", "Video-R1")
         kept.append(rec)
     return kept, counts

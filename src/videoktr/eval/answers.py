@@ -38,6 +38,8 @@ __all__ = [
     "parse_solution",
     "extract_choice_letter",
     "parse_number",
+    "strict_letter",
+    "numerical_accuracy",
     "score",
     "accuracy",
     "format_reward",
@@ -173,7 +175,7 @@ def extract_choice_letter(answer: str) -> str | None:
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def parse_number(text: str) -> float | None:
+def parse_number(text: str, *, strict: bool = True) -> float | None:
     """Parse a number the way Video-R1 does: drop every ``,``, then ``float``.
 
     ``"1,000"`` -> 1000.0, ``"2,5"`` -> 25.0 (a comma is a thousands separator, never a
@@ -181,17 +183,47 @@ def parse_number(text: str) -> float | None:
     or scientific notation is accepted, so Python-only spellings that ``float`` takes
     (``"nan"``, ``"inf"``, ``"1_000"``) and non-finite values give None, like any other
     non-number (``"2 apples"``, ``"$2"``, ``""``).
+
+    ``strict=False``: exactly Video-R1's ``eval_bench.py`` ``normalize_number`` (the
+    benchmark scorer), with no such deviation: whatever ``float`` reads after dropping
+    the commas, ``"nan"``, ``"inf"`` and ``"1_000"`` included.
     """
-    cleaned = text.replace(",", "").strip()
+    cleaned = text.replace(",", "")
+    if not strict:
+        try:
+            return float(cleaned)
+        except ValueError:
+            return None
+    cleaned = cleaned.strip()
     if not _NUMBER.fullmatch(cleaned):
         return None
     value = float(cleaned)
     return value if math.isfinite(value) else None
 
 
+def strict_letter(answer: str) -> str | None:
+    """The answer if it is exactly one capital letter, else None.
+
+    Video-R1 compares ``answer.strip() == gt.strip()`` and a ground truth is one option
+    letter, so only a lone capital letter can ever match: ``"B."``, ``"b"``, ``"(B)"``
+    and option text cannot (and are read as no letter at all).
+    """
+    return answer if re.fullmatch(r"[A-Z]", answer) else None
+
+
 def _has_decimal(text: str) -> bool:
     # Video-R1's "decimal style": a '.' or a ',' anywhere in the answer string.
     return "." in text or "," in text
+
+
+def numerical_accuracy(answer: str, value: float, gt: str, gt_value: float) -> float:
+    """Video-R1's numerical rule: 0.0 unless the answer and the ground truth have the
+    same decimal style (a ``.`` or ``,`` in both or in neither); then 1.0 iff their
+    values (``value``, ``gt_value``: as parsed by :func:`parse_number`) are equal after
+    ``round(x, 2)``."""
+    if _has_decimal(answer) != _has_decimal(gt):
+        return 0.0
+    return 1.0 if round(value, 2) == round(gt_value, 2) else 0.0
 
 
 # --------------------------------------------------------------------------- metrics
@@ -276,7 +308,7 @@ def score(
         if answer is None:
             return unparseable
         if mc_mode == "strict":
-            letter = answer if re.fullmatch(r"[A-Z]", answer) else None
+            letter = strict_letter(answer)
         else:
             letter = extract_choice_letter(answer)
         if letter is None:
@@ -291,9 +323,7 @@ def score(
         if value is None:
             return unparseable
         if problem_type == "numerical":
-            if _has_decimal(answer) != _has_decimal(gt):
-                return Score(0.0, answer, True)
-            return Score(1.0 if round(value, 2) == round(gt_value, 2) else 0.0, answer, True)
+            return Score(numerical_accuracy(answer, value, gt, gt_value), answer, True)
         # regression.  Deviation: Video-R1 adds 1e-9 to numerator and denominator, which
         # makes an exact answer score 1 - 1e-9/|gt| and gives 0.0 to every answer when
         # gt == 0; here an exact answer scores exactly 1.0 and gt == 0 scores 1.0 only
@@ -312,18 +342,10 @@ def score(
     return Score(_clip01(_rouge_mean_f(gt, answer)), answer, True)
 
 
-def accuracy(
-    completion: str,
-    solution: str,
-    problem_type: str,
-    *,
-    mc_mode: str = "strict",
-    fallback_raw: bool = False,
-) -> float:
-    """Video-R1 accuracy reward in [0, 1]; ``score(...).accuracy`` (see :func:`score`)."""
-    return score(
-        completion, solution, problem_type, mc_mode=mc_mode, fallback_raw=fallback_raw
-    ).accuracy
+def accuracy(completion: str, solution: str, problem_type: str, **options) -> float:
+    """Video-R1 accuracy reward in [0, 1]; ``score(...).accuracy`` (see :func:`score`;
+    ``options``: its keywords ``mc_mode`` and ``fallback_raw``)."""
+    return score(completion, solution, problem_type, **options).accuracy
 
 
 _THINK_CLOSE_THEN_ANSWER = re.compile(r"</think>\s*<answer>")

@@ -4,7 +4,7 @@
 `num_return_sequences` consecutive completions per prompt.  `texts` are chat-templated prompts (from
 `backend.processor`); each entry of `visuals` is one prompt's media: a uint8 RGB video [T, H, W, 3] (the clip,
 passed as ONE video) or a list of images [H, W, 3] (in the order of the prompt's image placeholders).  Both
-backends receive the same prompts and their outputs are parsed by the same code (videoktr.eval.benchmarks).
+backends receive the same prompts and their outputs are parsed by the same code (videoktr.eval.protocols).
 """
 
 from __future__ import annotations

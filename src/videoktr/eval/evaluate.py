@@ -1,7 +1,7 @@
 """Evaluation with resumable predictions: each answer is appended to JSONL as it is made.
 
 A killed run resumes without redoing or duplicating a question; the summary is computed from the JSONL alone.
-Prompts, media and scoring follow the benchmark's protocol (videoktr.eval.benchmarks); a malformed record or an
+Prompts, media and scoring follow the benchmark's protocol (videoktr.eval.protocols); a malformed record or an
 unreadable clip/image becomes an error row with its id, and the rest of the benchmark runs.
 
 Row of the predictions JSONL: id, subtask, prompt_hash, context, output, parsed, gt, correct (the protocol's score in
@@ -22,18 +22,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from videoktr.eval.benchmarks import (
-    BENCHMARKS,
-    Benchmark,
-    MediaError,
-    check,
-    conversation,
-    get_benchmark,
-    load_benchmark,
-    load_images,
-    resolve_protocol,
-)
-from videoktr.eval.benchmarks import score as protocol_score
+from videoktr.eval.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_benchmark
+from videoktr.eval.image_benchmarks import MediaError, load_images
+from videoktr.eval.protocols import check, conversation, resolve_protocol
+from videoktr.eval.protocols import score as protocol_score
 from videoktr.data.model_inputs import load_frames
 from videoktr.jsonl import read_rows, rewrite_keeping
 from videoktr.provenance import digest

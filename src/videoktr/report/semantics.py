@@ -1,20 +1,16 @@
-"""Analyses that read only the token logs (Parquet parts written by KTRTrainer)."""
+"""Attribution semantics (analysis/attribution_semantics.json): do the visual and temporal signals select the tiny
+world's appearance and motion words more often than they occur? Read from a run's token log, word by word."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
+
 
 # Word classes of the tiny world: what the visual signal should find (appearance) and the temporal one (motion/order).
 WORD_CLASSES = {
     "appearance": {"red", "green", "blue", "yellow", "circle", "square", "triangle"},
     "temporal": {"left", "right", "up", "down", "first"},
 }
-
-
-def read_token_log(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
 
 
 def words_of(log: pd.DataFrame) -> pd.DataFrame:

@@ -46,6 +46,7 @@ TRL_FALLBACK = {"train_seconds": "train_runtime", "samples_per_second": "train_s
 
 # -- inputs ----------------------------------------------------------------------------------------------------------
 def load_summaries(paths) -> pd.DataFrame:
+    """The evaluation summaries (*.summary.json) as a table: one row per (model, benchmark, frames)."""
     rows = [json.loads(Path(p).read_text()) for p in paths]
     return pd.DataFrame([{k: r[k] for k in ("model", "benchmark", "frames", "accuracy", "answered", "unparseable")}
                          | {"subtasks": r.get("subtasks", {})} for r in rows])
@@ -61,11 +62,16 @@ def paper_rows(ref: pd.DataFrame, table: str) -> pd.DataFrame:
     return ref[ref["table"] == table]
 
 
-def _accuracy(summaries: pd.DataFrame, run: str, bench: str, frames: int) -> float:
+def summary_of(summaries: pd.DataFrame, run: str, bench: str, frames: int) -> pd.Series:
+    """The summary of one evaluation of a grid row's run (a row of `load_summaries`); it must be among the inputs."""
     hit = summaries[(summaries["model"] == run) & (summaries["benchmark"] == bench) & (summaries["frames"] == frames)]
     if hit.empty:
         raise SystemExit(f"no evaluation summary for run {run!r} on {bench} at {frames} frames among the inputs")
-    return 100 * float(hit["accuracy"].iloc[0])
+    return hit.iloc[0]
+
+
+def _accuracy(summaries: pd.DataFrame, run: str, bench: str, frames: int) -> float:
+    return 100 * float(summary_of(summaries, run, bench, frames)["accuracy"])
 
 
 def _labels(ours: dict[str, str], paper: pd.DataFrame) -> list[str]:

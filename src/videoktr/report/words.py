@@ -1,4 +1,4 @@
-"""From BPE pieces to words: the word mapping behind the POS and word-cloud analyses (paper Figs. 4 and 6).
+"""From BPE pieces to words: the word mapping behind the POS, word-cloud (paper Figs. 4 and 6) and semantics analyses.
 
 A completion is logged as pieces (`token_str`: each piece decoded alone, leading space included). To tag words we
 rebuild the completion's text from its pieces in position order, keeping every piece's character span; run spaCy

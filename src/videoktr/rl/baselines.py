@@ -18,7 +18,8 @@ w min(r A, clip(r) A): the weight scales each token's clipped policy term and no
 
 Differences from the TW-GRPO authors' code (kept out on purpose, switchable where cheap):
 - there, one weight vector per group (the divergence averaged over the G rollouts, `scope="group"` here);
-  DESIGN.md reads "each rollout's distribution ... normalised over positions": `scope="rollout"`, the default;
+  here, as docs/method.md (Baselines) states, each rollout's own divergences are normalised over its positions:
+  `scope="rollout"`, the default;
 - there, "KL" is sum_v (m/p - log(m/p) - 1) with m the mean of log-probs, and padded positions take a uniform
   distribution; here it is the true KL of p_i from the mean distribution, over the rollouts valid at t;
 - there, the weight also multiplies the KL-to-reference term.
@@ -34,9 +35,10 @@ import numpy as np
 import torch
 from trl.data_utils import is_conversational
 
-from videoktr.rl.attribution import temporal_permutation
 from videoktr.data.model_inputs import load_frames, mm_token_type_ids
+from videoktr.rl.attribution import temporal_permutation
 from videoktr.rl.grpo import VideoGRPOTrainer, encode_prompts, join_videos
+from videoktr.rl.logits import chunked_log_softmax
 
 log = logging.getLogger(__name__)
 
@@ -243,10 +245,7 @@ def completion_log_softmax(model, ids: torch.Tensor, mask: torch.Tensor, n: int,
     out = model.base_model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_type_ids(ids, model.config),
                            use_cache=False, **videos)
     hidden = out.last_hidden_state[:, -n - 1:-1]  # position i predicts token i + 1
-    head = model.get_output_embeddings()
-    for s in range(0, n, chunk):
-        logits = head(hidden[:, s:s + chunk].to(head.weight.dtype)).float() / temperature
-        yield slice(s, min(s + chunk, n)), logits.log_softmax(-1)
+    return chunked_log_softmax(model.get_output_embeddings(), hidden, temperature, chunk)
 
 
 class TWGRPOTrainer(VideoGRPOTrainer):

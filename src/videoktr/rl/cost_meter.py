@@ -10,11 +10,12 @@ such forward of one optimizer step (the second, after the warm-up), per process.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import TrainerCallback
+
+from videoktr.memory import peak_rss_bytes
 
 FLOP_STEP = 2  # the optimizer step whose forwards are counted (1-based; the first one warms up)
 
@@ -23,12 +24,7 @@ def peak_memory_bytes() -> tuple[int, str]:
     """The process's peak: CUDA's max allocated on a GPU, else the resident set's high-water mark (VmHWM)."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated()), "cuda_max_memory_allocated"
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024, "rss_high_water"
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+    return peak_rss_bytes()
 
 
 def _sync() -> None:

@@ -10,62 +10,21 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, TrainerCallback
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig
 
+from videoktr.data.model_inputs import conversation
+from videoktr.models.tiny import vision_token_ids
+from videoktr.provenance import digest, model_fingerprint
 from videoktr.rl.baselines import TGRPOTrainer, TWGRPOTrainer
 from videoktr.rl.cost_meter import CostMeter
-from videoktr.data.model_inputs import conversation
-from videoktr.provenance import digest, model_fingerprint
-from videoktr.eval.answers import format_reward, score
-from videoktr.models.tiny import vision_token_ids
-from videoktr.rl.grpo import KTRSettings, KTRTrainer, VideoGRPOTrainer
-
-KTR_KEYS = ("ratio", "scope", "weighting", "distance", "visual_perturbation", "temporal_perturbation", "signed",
-            "visual_mode", "mask_kl")
+from videoktr.rl.gradients import GradientLogCallback
+from videoktr.rl.grpo import VideoGRPOTrainer
+from videoktr.rl.ktr import KTRSettings, KTRTrainer
+from videoktr.rl.rewards import AccuracyReward, format_reward_func
 
 log = logging.getLogger(__name__)
-
-
-def _text(completion) -> str:
-    return completion[-1]["content"] if isinstance(completion, list) else completion
-
-
-class AccuracyReward:
-    """Video-R1 accuracy per problem type; counts unparseable answers (they score 0)."""
-
-    __name__ = "accuracy"
-
-    def __init__(self):
-        self.seen = self.unparseable = 0
-
-    def __call__(self, prompts, completions, solution, problem_type, **kwargs) -> list[float]:
-        scores = [score(_text(c), s, t) for c, s, t in zip(completions, solution, problem_type)]
-        self.seen += len(scores)
-        self.unparseable += sum(not s.parseable for s in scores)
-        return [s.accuracy for s in scores]
-
-
-def format_reward_func(prompts, completions, **kwargs) -> list[float]:
-    return [format_reward(_text(c)) for c in completions]
-
-
-format_reward_func.__name__ = "format"
-
-
-class GradientLogCallback(TrainerCallback):
-    """Appends the KTR trainer's gradient diagnostics (selected vs residual tokens) to a CSV at each log."""
-
-    def __init__(self, trainer, path: Path):
-        self.trainer, self.path = trainer, Path(path)
-
-    def on_log(self, args, state, control, **kwargs):
-        import pandas as pd
-
-        rows, self.trainer.gradient_rows = self.trainer.gradient_rows, []
-        if rows:
-            pd.DataFrame(rows).to_csv(self.path, mode="a", header=not self.path.exists(), index=False)
 
 
 def to_dataset(records: list[dict]) -> Dataset:
@@ -165,8 +124,7 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
                   train_dataset=to_dataset(records), processing_class=processor, data_dir=data_dir,
                   video_cfg=video_cfg)
     if run["method"] == "ktr":
-        settings = KTRSettings(**{k: run[k] for k in KTR_KEYS if k in run}, signals=tuple(run["signals"]))
-        trainer = KTRTrainer(**common, ktr=settings, token_log_dir=work_dir / "token_log",
+        trainer = KTRTrainer(**common, ktr=KTRSettings.from_run(run), token_log_dir=work_dir / "token_log",
                              diagnostics_every=run["train"]["diagnostics_every"])
         trainer.add_callback(GradientLogCallback(trainer, work_dir / "gradients.csv"))
     elif run["method"] == "tgrpo":
