@@ -50,3 +50,14 @@ def test_an_sft_model_takes_the_keys_it_leaves_out_from_model():
     # `tiny` is replaced as a unit: what the entry leaves out is the schema's default, not model.tiny's
     assert (small["tiny"]["hidden_size"], small["tiny"]["heads"], small["tiny"]["layers"]) == (32, 2, 2)
     assert got["runs"]["grpo"]["sft_model"] == "sft" and got["runs"]["grpo_small"]["sft_model"] == "sft_small"
+
+
+def test_a_new_kind_of_model_is_one_entry_of_model_names(monkeypatch):
+    from videoktr import config as config_module
+
+    cfg = copy.deepcopy(BASE)
+    cfg["eval"]["models"] = ["sft", "released_7b"]
+    with pytest.raises(ConfigError, match="eval.models: unknown model 'released_7b'"):
+        validate(cfg)
+    monkeypatch.setitem(config_module.MODEL_NAMES, "released", lambda c: ["released_7b"])
+    assert validate(cfg)["eval"]["models"] == ["sft", "released_7b"]

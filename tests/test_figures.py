@@ -315,3 +315,41 @@ def test_accuracy_figure_names_a_missing_run(tmp_path):
     with pytest.raises(SystemExit, match="'ktr_missing'"):
         figures.main(["fig7", "--cfg", sections, "--summaries", "x.json", "--reference", str(tt.REFERENCE),
                       "--out", str(tmp_path / "fig7")])
+
+
+def test_accuracy_figure_has_the_intervals_of_its_bars_and_notes_errors(tmp_path):
+    import json
+
+    from videoktr.report import accuracy_figures, grid, uncertainty
+
+    tt = _grid_config()
+    cfg = tt.config()
+
+    def errors(run, bench, frames, s):
+        if run == "tgrpo" and bench == "tiny_counting":
+            s["errors"] = 2
+
+    paths = tt.write_summaries(tmp_path, grid.evaluations(cfg, "fig3a"), scores=True, edit=errors)
+    sections = json.dumps({k: cfg[k] for k in ("tables", "eval", "runs", "model")})
+    assert figures.main(["fig3a", "--cfg", sections, "--summaries", *paths, "--reference", str(tt.REFERENCE),
+                         "--out", str(tmp_path / "fig3a")]) == 0
+    csv = pd.read_csv(tmp_path / "fig3a.csv", keep_default_na=False, na_values=[""])
+    ours = csv[csv["run"].notna()]
+    for c in [*tt.BENCH, "mean"]:
+        assert ((ours[f"{c}_lo"] <= ours[c]) & (ours[c] <= ours[f"{c}_hi"])).all()
+        assert csv.loc[csv["run"].isna(), f"{c}_lo"].isna().all()  # the paper's rows: no interval
+    assert ours.set_index("method").loc["T-GRPO", "tiny_counting_errors"] == 2
+    assert "mean vs GRPO" in csv.columns  # Fig. 3a: each method against GRPO, paired
+    # the error bars drawn are the intervals; none where there is none
+    yerr = accuracy_figures._yerr([50.0, 40.0], [45.0, float("nan")], [56.0, float("nan")])
+    assert yerr.tolist() == [[5.0, 0.0], [6.0, 0.0]]
+    # Fig. 3b: each subtask's interval (the tiny world: one subtask per benchmark, so the benchmark's scores)
+    paths = tt.write_summaries(tmp_path / "b", grid.evaluations(cfg, "fig3b"), scores=True)
+    assert figures.main(["fig3b", "--cfg", sections, "--summaries", *paths, "--reference", str(tt.REFERENCE),
+                         "--out", str(tmp_path / "fig3b")]) == 0
+    b = pd.read_csv(tmp_path / "fig3b.csv")
+    assert ((b["accuracy_lo"] <= b["accuracy"]) & (b["accuracy"] <= b["accuracy_hi"])).all()
+    row = b[(b["run"] == "ktr") & (b["benchmark"] == "tiny_temporal")].iloc[0]
+    k = round(tt.accuracy("ktr", "tiny_temporal", cfg["tables"]["frames"]) * 48)
+    lo, hi = uncertainty.interval([float(i < k) for i in range(48)], stream=tt.BENCH.index("tiny_temporal"))
+    assert (row["accuracy_lo"], row["accuracy_hi"]) == pytest.approx((lo, hi))

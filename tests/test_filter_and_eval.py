@@ -53,6 +53,10 @@ def test_killed_evaluation_resumes_without_losing_or_duplicating(world, tiny_mod
     assert s["accuracy"] == pytest.approx(right / len(recs)) and s["accuracy_answered"] == pytest.approx(
         right / (len(recs) - 1))
     assert 0 <= s["accuracy"] <= 1 and s["questions_per_second"] > 0
+    # per-question scores (an error 0) and the question set they were scored on
+    assert s["scores"] == {k: (0.0 if "error" in r else r["correct"]) for k, r in rows.items()}
+    assert s["dropped_rows"] == 0 and len(s["question_set"]) == 64
+    assert all(r["attempt"] == 1 for r in rows.values())
 
 
 def test_sharded_filter_resumes_a_killed_shard_and_gathers_with_a_histogram(world, tiny_model_dir, tmp_path):

@@ -49,3 +49,34 @@ def test_unreadable_json_is_one_clear_error(tmp_path):
     with pytest.raises(BadDataError, match="train.json: cannot read"):
         prepare(tmp_path / "train.json", tmp_path, tmp_path / "c.json", tmp_path / "s.json", video_cfg=VIDEO_CFG,
                 max_bad_fraction=0.05)
+
+
+def test_a_readable_clip_outside_the_media_folder_is_never_opened(world, tmp_path):
+    """A decodable clip one level up: prepare refuses the record, and load_frames the path, before any decoding."""
+    from videoktr.data.model_inputs import load_frames
+    from videoktr.data.video import VideoError
+
+    recs = records(world)
+    media = tmp_path / "media"
+    shutil.copytree(world / "videos", media / "videos")
+    shutil.copy(world / recs[0]["path"], tmp_path / "outside.mp4")
+    recs[0]["path"] = "../outside.mp4"
+    recs[1]["path"] = str(tmp_path / "outside.mp4")
+    (tmp_path / "train.json").write_text(json.dumps(recs))
+    prepare(tmp_path / "train.json", media, tmp_path / "c.json", tmp_path / "s.json", video_cfg=VIDEO_CFG,
+            max_bad_fraction=0.5)
+    bad = {s["id"]: s["reason"] for s in json.loads((tmp_path / "s.json").read_text())}
+    assert bad == {str(recs[0]["problem_id"]): "path '../outside.mp4' leaves the media folder",
+                   str(recs[1]["problem_id"]): f"path '{recs[1]['path']}' is absolute; a record's path is relative "
+                                               "to its media folder"}
+    for record in recs[:2]:
+        with pytest.raises(VideoError, match="leaves the media folder|is absolute"):
+            load_frames(record, media, VIDEO_CFG)
+
+
+@pytest.mark.parametrize("path, norm", [("videos/a.mp4", "videos/a.mp4"), ("./videos/a.mp4", "videos/a.mp4"),
+                                        ("videos/x/../a.mp4", "videos/a.mp4"), ("a..b.mp4", "a..b.mp4")])
+def test_paths_inside_the_media_folder_are_kept(path, norm):
+    from videoktr.data.records import check_media_path
+
+    assert check_media_path(path) == norm

@@ -1,6 +1,7 @@
 """Tables 1-5 and the grid behind them: every cell of ours is the summary or training log it came from, every cell of
 the paper's is config/reference/paper_tables.csv, and a table names only its own runs."""
 
+import hashlib
 import json
 import math
 import zlib
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 from videoktr.report import grid
-from videoktr.report import tables
+from videoktr.report import tables, uncertainty
 from videoktr.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,16 +33,25 @@ def accuracy(run: str, bench: str, frames: int) -> float:
     return zlib.crc32(f"{run}/{bench}/{frames}".encode()) % 48 / 48
 
 
-def write_summaries(tmp_path, evaluations) -> list[str]:
+def write_summaries(tmp_path, evaluations, scores=False, edit=None) -> list[str]:
+    """One summary per evaluation; `scores`: with per-question scores (the first k of 48 ids correct, k/48 the
+    accuracy) and their question set; `edit(run, bench, frames, summary)` changes one before it is written."""
     paths = []
     for run, bench, frames in evaluations:
         p = tmp_path / f"eval/{run}/{bench}/f{frames}.summary.json"
         p.parent.mkdir(parents=True, exist_ok=True)
         acc = accuracy(run, bench, frames)
-        p.write_text(json.dumps({"model": run, "benchmark": bench, "frames": frames, "accuracy": acc,
-                                 "answered": 48, "unparseable": 0, "subtasks": {bench[5:]: {
-                                     "accuracy": acc, "questions": 48, "answered": 48, "errors": 0,
-                                     "unparseable": 0}}}))
+        s = {"model": run, "benchmark": bench, "frames": frames, "accuracy": acc,
+             "answered": 48, "unparseable": 0, "subtasks": {bench[5:]: {
+                 "accuracy": acc, "questions": 48, "answered": 48, "errors": 0, "unparseable": 0}}}
+        if scores:
+            k = round(acc * 48)
+            s["scores"] = {f"q{i:02d}": float(i < k) for i in range(48)}
+            s["question_set"] = hashlib.sha256("\n".join(sorted(s["scores"])).encode()).hexdigest()
+            s |= {"questions": 48, "errors": 0, "error_ids": {}}
+        if edit:
+            edit(run, bench, frames, s)
+        p.write_text(json.dumps(s))
         paths.append(str(p))
     return paths
 
@@ -228,3 +238,163 @@ def test_a_row_that_is_the_second_model_itself_is_named_so():
     assert tables.starting_models(cfg, "table5") == (
         "GRPO-3B from sft_small (tiny Qwen2.5-VL, hidden 48, 2 layers); GRPO from sft (tiny Qwen2.5-VL, hidden 64, "
         "2 layers); Qwen2.5-VL-3B-SFT is sft_small (tiny Qwen2.5-VL, hidden 48, 2 layers)")
+
+
+# -- uncertainty: bootstrap intervals, paired differences, honest cells ----------------------------------------------
+def test_bootstrap_interval_of_a_known_case():
+    assert uncertainty.interval([1.0] * 48) == (100.0, 100.0)
+    assert uncertainty.interval({"a": 0.0, "b": 0.0}) == (0.0, 0.0)
+    lo, hi = uncertainty.interval([1.0, 0.0] * 200)  # 50% of 400: about +-4.9 points (1.96 * sqrt(.25 / 400))
+    assert lo == pytest.approx(45.1, abs=0.7) and hi == pytest.approx(54.9, abs=0.7)
+    assert uncertainty.interval([1.0, 0.0] * 200) == (lo, hi)  # fixed seed: the same numbers on every rebuild
+    assert uncertainty.interval(None) is None and uncertainty.interval({}) is None
+    # the mean over benchmarks resamples within each: two independent halves are narrower than one
+    m = uncertainty.mean_interval([{f"a{i}": float(i % 2) for i in range(400)},
+                                   {f"b{i}": float(i % 2) for i in range(400)}])
+    assert 45.1 < m[0] < 50 < m[1] < 54.9 and uncertainty.mean_interval([{"a": 1.0}, None]) is None
+
+
+def test_the_paired_difference_of_identical_models_is_exactly_zero():
+    a = {f"q{i}": float(i % 3 == 0) for i in range(60)}
+    assert uncertainty.paired(a, dict(a)) == (0.0, 0.0, 0.0, 60)
+    assert uncertainty.paired_mean([a, a], [dict(a), dict(a)]) == (0.0, 0.0, 0.0, 120)
+    assert uncertainty.fmt_difference(0.0, 0.0, 0.0) == "+0.0 [+0.0, +0.0] (n.s.)"
+    # paired: over the same ids only, whatever the order of the dicts
+    b = {k: 1.0 for k in reversed(list(a))} | {"extra": 0.0}
+    d, lo, hi, n = uncertainty.paired(b, a)
+    assert n == 60 and d == pytest.approx(100 * 40 / 60) and 0 < lo < d < hi
+    assert uncertainty.paired(a, None) is None and uncertainty.paired(a, {"other": 1.0}) is None
+
+
+def test_a_difference_whose_interval_contains_zero_is_marked_not_significant():
+    assert uncertainty.fmt_difference(1.2, -3.1, 5.4) == "+1.2 [-3.1, +5.4] (n.s.)"
+    assert uncertainty.fmt_difference(8.3, 2.1, 14.6) == "+8.3 [+2.1, +14.6]"
+    assert uncertainty.fmt_difference(-8.3, -14.6, -2.1) == "-8.3 [-14.6, -2.1]"
+    assert uncertainty.fmt_difference(1.2, math.nan, math.nan) == "+1.2 [--]"  # no scores: no interval
+    assert uncertainty.fmt_interval(45.83, 31.25, 60.42) == "45.8 [31.2, 60.4]"
+    assert uncertainty.fmt_interval(45.83, math.nan, math.nan) == "45.8"
+    one = {f"q{i}": float(i < 2) for i in range(48)}  # one question apart from `two`: not a result
+    two = {f"q{i}": float(i < 3) for i in range(48)}
+    assert uncertainty.fmt_difference(*uncertainty.paired(two, one)[:3]).endswith("(n.s.)")
+    high = {f"q{i}": float(i < 40) for i in range(48)}
+    low = {f"q{i}": float(i < 8) for i in range(48)}
+    assert "n.s." not in uncertainty.fmt_difference(*uncertainty.paired(high, low)[:3])
+
+
+def test_table2_cells_carry_intervals_and_the_paired_differences_it_draws(tmp_path):
+    cfg = config()
+    paths = write_summaries(tmp_path, grid.evaluations(cfg, "table2"), scores=True)
+    df = tables.build("table2", cfg, REFERENCE, summaries=paths)
+    rows, f = cfg["tables"]["rows"]["table2"], cfg["tables"]["frames"]
+    for label, run in rows.items():
+        for c in [*BENCH, "mean"]:
+            assert df.loc[label, f"{c}_lo"] <= df.loc[label, c] <= df.loc[label, f"{c}_hi"]
+        b = "tiny_temporal"
+        k = round(accuracy(run, b, f) * 48)
+        assert (df.loc[label, f"{b}_lo"], df.loc[label, f"{b}_hi"]) == tuple(
+            round(v, 2) for v in uncertainty.interval([float(i < k) for i in range(48)], stream=BENCH.index(b)))
+    # each KTR subset against GRPO and against the full KTR-VET; GRPO and KTR-VET not against themselves
+    assert tables.baselines(cfg, "table2") == ["GRPO", "KTR-VET"]
+    assert math.isnan(df.loc["GRPO", "mean vs GRPO"]) and math.isnan(df.loc["KTR-VET", "mean vs KTR-VET"])
+    assert math.isnan(df.loc["GRPO", "mean vs KTR-VET"])  # KTR-VET vs GRPO is drawn once, that way round
+    ktr = [f"q{i:02d}" for i in range(48)]
+    sc = {r: {b: {q: float(i < round(accuracy(r, b, f) * 48)) for i, q in enumerate(ktr)} for b in BENCH}
+          for r in ("grpo", "ktr")}
+    d, lo, hi, _ = uncertainty.paired_mean([sc["ktr"][b] for b in BENCH], [sc["grpo"][b] for b in BENCH])
+    assert (df.loc["KTR-VET", "mean vs GRPO"], df.loc["KTR-VET", "mean vs GRPO_lo"],
+            df.loc["KTR-VET", "mean vs GRPO_hi"]) == (round(d, 2), round(lo, 2), round(hi, 2))
+    assert df.loc["KTR-VET", "mean vs GRPO"] == pytest.approx(df.loc["KTR-VET", "mean"] - df.loc["GRPO", "mean"],
+                                                             abs=0.02)
+    # the paper's rows keep their numbers, without intervals
+    assert df.loc["KTR-E", "paper Avg"] == 51.0 and "paper Avg_lo" not in df.columns
+    tables.write(df, tmp_path / "t/table2", "Table 2", ["n"])
+    md = (tmp_path / "t/table2.md").read_text()
+    cell = uncertainty.fmt_interval(df.loc["KTR-V", "mean"], df.loc["KTR-V", "mean_lo"], df.loc["KTR-V", "mean_hi"])
+    assert f"| {cell}" in md and "## Paired differences" in md
+    assert "| KTR-VET  | GRPO " in md and "| KTR-E    | KTR-VET " in md
+    csv = pd.read_csv(tmp_path / "t/table2.csv", index_col=0)
+    assert {"mean_lo", "mean_hi", "tiny_temporal_errors", "mean vs GRPO_lo"} <= set(csv.columns)
+    assert list(csv.columns[:4]) == ["run", *BENCH]  # the columns of old come first, in their order
+
+
+def test_table1_compares_rl_with_sft_and_methods_with_grpo_at_each_frame_count(tmp_path):
+    cfg = config()
+    df = tables.build("table1", cfg, REFERENCE,
+                      summaries=write_summaries(tmp_path, grid.evaluations(cfg, "table1"), scores=True))
+    assert tables.baselines(cfg, "table1") == ["Qwen2.5-VL-7B-SFT", "GRPO"]
+    for f in map(str, cfg["eval"]["frames"]):
+        assert not math.isnan(df.loc[("GRPO", f), "mean vs Qwen2.5-VL-7B-SFT"])
+        assert not math.isnan(df.loc[("Video-KTR-7B", f), "mean vs GRPO"])
+        assert math.isnan(df.loc[("Qwen2.5-VL-7B-SFT", f), "mean vs GRPO"])
+    assert math.isnan(df.loc[("Video-KTR-7B", "64"), "mean vs GRPO"])  # not evaluated: nothing drawn
+
+
+def test_without_per_question_scores_the_interval_is_empty_not_invented(tmp_path):
+    cfg = config()
+    df = tables.build("table2", cfg, REFERENCE, summaries=write_summaries(tmp_path, grid.evaluations(cfg, "table2")))
+    assert df[["mean_lo", "mean_hi", "tiny_temporal_lo", "mean vs GRPO_lo"]].isna().all().all()
+    assert df.loc["KTR-VET", "mean vs GRPO"] == pytest.approx(df.loc["KTR-VET", "mean"] - df.loc["GRPO", "mean"],
+                                                             abs=0.02)
+    tables.write(df, tmp_path / "t/table2", "Table 2", ["n"])
+    md = (tmp_path / "t/table2.md").read_text()
+    row = next(x for x in md.splitlines() if x.startswith("| KTR-V "))
+    assert "[" not in row and f"{df.loc['KTR-V', 'mean']:.1f}".rstrip("0").rstrip(".") in row  # the bare value
+    diffs = [x for x in md.partition("## Paired differences")[2].splitlines() if x.startswith("| KTR")]
+    assert diffs and all("[--]" in x and "n.s." not in x for x in diffs)  # no interval, so no verdict
+
+
+def test_a_cell_with_error_rows_says_so(tmp_path):
+    cfg = config()
+
+    def errors(run, bench, frames, s):
+        if run == "ktr_V" and bench == "tiny_temporal":
+            s["errors"] = 3
+            s["error_ids"] = {"q00": "video unreadable", "q01": "video unreadable", "q02": "generation failed"}
+
+    paths = write_summaries(tmp_path, grid.evaluations(cfg, "table2"), scores=True, edit=errors)
+    sections = json.dumps({k: cfg[k] for k in ("tables", "eval", "runs", "model")})
+    assert tables.main(["table2", "--cfg", sections, "--summaries", *paths, "--reference", str(REFERENCE),
+                        "--out", str(tmp_path / "t/table2")]) == 0
+    md = (tmp_path / "t/table2.md").read_text()
+    row = next(x for x in md.splitlines() if x.startswith("| KTR-V "))
+    assert "(3 err)" in row and sum("err)" in x for x in md.splitlines() if x.startswith("| ")) == 1
+    assert "evaluation errors" in md and "tiny_temporal at 16 frames: KTR-V (ktr_V) 3 of 48" in md
+    assert pd.read_csv(tmp_path / "t/table2.csv", index_col=0).loc["KTR-V", "tiny_temporal_errors"] == 3
+    assert "(3 err)" in (tmp_path / "t/table2.tex").read_text()
+
+
+def test_a_column_scored_on_different_question_sets_says_so(tmp_path):
+    cfg = config()
+
+    def fewer(run, bench, frames, s):
+        if run == "ktr" and bench == "tiny_counting":
+            s["scores"] = {k: v for k, v in s["scores"].items() if k not in ("q46", "q47")}
+            s["question_set"] = hashlib.sha256("\n".join(sorted(s["scores"])).encode()).hexdigest()
+
+    paths = write_summaries(tmp_path, grid.evaluations(cfg, "table2"), scores=True, edit=fewer)
+    df = tables.build("table2", cfg, REFERENCE, summaries=paths)
+    (line,) = [n for n in df.attrs["notes"] if "DIFFERENT QUESTION SETS" in n]
+    assert "tiny_counting at 16 frames" in line and "KTR-VET (ktr) [46 questions]" in line
+    assert "GRPO (grpo)" in line and "tiny_temporal" not in line
+    # a summary without `question_set` but with scores: the same digest from its ids, so no false alarm
+    same = write_summaries(tmp_path / "same", grid.evaluations(cfg, "table2"), scores=True,
+                           edit=lambda r, b, f, s: s.pop("question_set"))
+    assert tables.build("table2", cfg, REFERENCE, summaries=same).attrs["notes"] == []
+
+
+@pytest.mark.parametrize("text, reason", [("{\"model\": \"ktr\", ", "not valid JSON"),
+                                          ("[1, 2]", "a JSON list, not an object"),
+                                          ('{"model": "ktr"}', "no benchmark, frames, accuracy"),
+                                          (b"\xff\xfe\x00", "unreadable evaluation summary")])
+def test_a_corrupt_summary_stops_the_table_with_one_line_naming_it(tmp_path, text, reason):
+    cfg = config()
+    paths = write_summaries(tmp_path, grid.evaluations(cfg, "table2"))
+    bad = Path(paths[3])
+    bad.write_bytes(text if isinstance(text, bytes) else text.encode())
+    sections = json.dumps({k: cfg[k] for k in ("tables", "eval", "runs", "model")})
+    with pytest.raises(SystemExit) as e:
+        tables.main(["table2", "--cfg", sections, "--summaries", *paths, "--reference", str(REFERENCE),
+                     "--out", str(tmp_path / "t/table2")])
+    msg = str(e.value.code)
+    assert msg.startswith(f"{bad}: ") and reason in msg and "\n" not in msg
+    assert e.value.__context__ is None or e.value.__suppress_context__  # no JSONDecodeError traceback with it

@@ -77,22 +77,33 @@ def cmd_train(a, cfg):
 
 
 def cmd_evaluate(a, cfg):
-    from videoktr.eval.evaluate import evaluate_benchmark, summarize
+    """Evaluate, then summarize on the question set of the current records.  A records file `<split>.json` with a
+    `<split>.skipped.json` beside it (rule prepare_split) has its dropped records listed in the summary."""
+    from videoktr.eval.evaluate import DEFAULT_ERROR_RETRIES, evaluate_benchmark, read_skipped, summarize
     from videoktr.eval.backends import BackendUnavailable, make_backend
     from videoktr.provenance import model_fingerprint
 
     e = cfg["eval"]
     Path(a.predictions).parent.mkdir(parents=True, exist_ok=True)
+    skipped_path = Path(a.records).with_suffix(".skipped.json") if Path(a.records).suffix == ".json" else None
+    try:
+        skipped = read_skipped(skipped_path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise SystemExit(f"videoktr evaluate: cannot read {skipped_path} ({err})") from None
     try:
         backend = make_backend(e["backend"], a.model, seed=cfg["seed"], eval_cfg=e)
     except BackendUnavailable as err:
         raise SystemExit(f"videoktr evaluate: {err}") from None
-    evaluate_benchmark(backend, a.benchmark, a.records, a.data_dir, a.predictions, frames=a.frames,
-                       video_cfg=cfg["video"], eval_cfg=e, model_key=model_fingerprint(a.model))
+    qs = evaluate_benchmark(backend, a.benchmark, a.records, a.data_dir, a.predictions, frames=a.frames,
+                            video_cfg=cfg["video"], eval_cfg=e, model_key=model_fingerprint(a.model))
     summary = summarize(a.predictions, model=a.name, benchmark=a.benchmark, frames=a.frames, backend=backend.name,
-                        protocol=(e.get("protocols") or {}).get(a.benchmark))
-    log.info("%s on %s at %d frames: accuracy %.3f (%d answered, %d errors)", a.name, a.benchmark, a.frames,
-             summary["accuracy"], summary["answered"], summary["errors"])
+                        protocol=(e.get("protocols") or {}).get(a.benchmark), ids=qs["ids"], skipped=skipped,
+                        excluded=qs["excluded"], error_retries=int(e.get("error_retries", DEFAULT_ERROR_RETRIES)))
+    log.info("%s on %s at %d frames: accuracy %.3f (%d questions, %d answered, %d errors: %d to be retried on the "
+             "next run; %d from a retry; %d rows of dropped records left out, %d records skipped by the split's "
+             "check)", a.name, a.benchmark, a.frames, summary["accuracy"], summary["questions"], summary["answered"],
+             summary["errors"], summary["errors_to_retry"], summary["retried"], summary["dropped_rows"],
+             len(summary["skipped_ids"]))
     _write_json(a.out, summary)
 
 

@@ -6,6 +6,8 @@ A typo or a wrong type stops the run with one line naming the key, before any jo
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import jsonschema
@@ -16,6 +18,18 @@ SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.
 
 class ConfigError(ValueError):
     pass
+
+
+# results/<run_name>/ must be one folder under results/: no "/", no "." or ".." (nor a hidden or option-like name).
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+# Where the names `eval.models` may give come from: {config section: its model names}. A new kind of model (released
+# checkpoints, say) is one more entry here.
+MODEL_NAMES: dict[str, Callable[[dict], Iterable[str]]] = {
+    "sft": lambda config: ["sft"],
+    "sft_models": lambda config: config.get("sft_models") or {},
+    "runs": lambda config: config["runs"],
+}
 
 
 def _with_defaults(validator_class):
@@ -49,6 +63,7 @@ def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
     """Return a validated copy of `config` with defaults; raise ConfigError naming the offending key."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     config = copy.deepcopy(config)
+    _check_run_name(config.get("run_name"))
     # An entry of sft_models is `model` with some keys replaced (whole sub-sections: `hub` or `tiny` as a unit).
     given = {}
     if isinstance(config.get("sft_models"), dict) and isinstance(config.get("model", {}), dict):
@@ -61,12 +76,15 @@ def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
         e = errors[0]
         where = ".".join(str(p) for p in e.absolute_path) or "<top level>"
         raise ConfigError(f"config error at {where}: {e.message}")
+    overridden = {name: set(run.get("train", {})) for name, run in config["runs"].items()}
     for name, run in config["runs"].items():
         run["train"] = {**config["train"], **run.get("train", {})}
         unknown = set(run["train"]) - set(config["train"])
         if unknown:
             raise ConfigError(f"config error at runs.{name}.train: unknown key {sorted(unknown)[0]!r}")
     _check_sft_models(config, given)
+    _check_batches(config, overridden)
+    _check_eval_models(config)
     for name, run in config["runs"].items():
         if run["train"]["use_vllm"]:
             # TRL 1.16's vLLM rollouts (GRPOTrainer._generate_single_turn -> VLLMGeneration.generate) pass images
@@ -102,6 +120,43 @@ def _check_sft_models(config: dict, given: dict[str, set]) -> None:
         if run["sft_model"] not in models:
             raise ConfigError(f"config error at runs.{name}.sft_model: unknown model {run['sft_model']!r} "
                               f"(known: {', '.join(models)})")
+
+
+def _check_run_name(name) -> None:
+    if isinstance(name, str) and not RUN_NAME.match(name):
+        raise ConfigError(f"config error at run_name: {name!r} is not a safe folder name: everything is written to "
+                          "results/<run_name>/, so it takes letters, digits, '_', '.' and '-' and starts with a "
+                          "letter or digit (no '/', no '..')")
+
+
+def _check_batches(config: dict, overridden: dict[str, set]) -> None:
+    """Each run's batch holds whole groups: TRL requires the global batch (per_device_batch_size x processes)
+    divisible by num_generations, and T-GRPO/TW-GRPO a device's batch. The process count comes from the profile
+    (one on a workstation), so the config must hold for any: per_device_batch_size a multiple of num_generations."""
+    for name, run in config["runs"].items():
+        train, own = run["train"], overridden[name]
+        b, g = train["per_device_batch_size"], train["num_generations"]
+        if b % g:
+            where = [f"runs.{name}.train.{k}" if k in own else f"train.{k}"
+                     for k in ("per_device_batch_size", "num_generations")]
+            raise ConfigError(
+                f"config error at {where[0]} and {where[1]} (run {name}): per_device_batch_size {b} is not a "
+                f"multiple of num_generations {g}; TRL requires the global batch (per_device_batch_size x processes) "
+                f"divisible by num_generations, for any process count, so each device holds whole groups "
+                f"(e.g. per_device_batch_size {-(-b // g) * g})")
+
+
+def known_models(config: dict) -> dict[str, str]:
+    """{name: the config section it comes from} of every model an evaluation can name (see MODEL_NAMES)."""
+    return {name: section for section, names in MODEL_NAMES.items() for name in names(config)}
+
+
+def _check_eval_models(config: dict) -> None:
+    known = known_models(config)
+    for model in config["eval"]["models"]:
+        if model not in known:
+            raise ConfigError(f"config error at eval.models: unknown model {model!r}; a model is one of "
+                              f"{', '.join(MODEL_NAMES)} (known: {', '.join(known)})")
 
 
 def sft_models(config: dict) -> dict[str, dict]:

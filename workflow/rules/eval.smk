@@ -1,8 +1,11 @@
 # Evaluation: one job per (model, benchmark, frames) for every benchmark registered in videoktr.eval.benchmarks;
 # predictions are appended as they are made (resumable), the summary is computed from them.
-#   tiny_*     : records results/<run>/data/clean/eval_*.json, clips from the generated world (rule world)
+#   tiny_*     : records results/<run>/data/clean/eval_*.json (and eval_*.skipped.json: the records its check
+#                dropped), clips from the generated world (rule world)
 #   the others : the released files under config eval.data_dir in their published layout
 #                (videoktr.eval.benchmarks.eval_paths; eval.files.<name>.records / .media override it)
+import os
+
 from videoktr.eval.benchmarks import BENCHMARKS, eval_paths
 
 
@@ -10,6 +13,13 @@ rule evaluate:
     input:
         model=f"{OUT}/models/{{model}}",
         records=lambda w: eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[0],
+        # tiny splits: the records prepare_split dropped (<split>.skipped.json beside <split>.json); `videoktr
+        # evaluate` reads it from beside the records and lists them in the summary (skipped_ids)
+        skipped=lambda w: (
+            os.path.splitext(eval_paths(w.benchmark, config["eval"], out=OUT, world=WORLD)[0])[0] + ".skipped.json"
+            if BENCHMARKS[w.benchmark].tiny_split
+            else []
+        ),
         # the clips' folder; image benchmarks embed their images in the records file
         media=lambda w: (
             VIDEOS

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from videoktr.data.prompts import build_question
-from videoktr.data.video import read_frames
+from videoktr.data.records import UnsafePath, media_path
+from videoktr.data.video import VideoError, read_frames
 
 
 def conversation(record: dict) -> list[dict]:
@@ -32,8 +33,13 @@ def _frames_cached(path: str, fps: float, max_frames: int, backend: str) -> np.n
 
 
 def load_frames(record: dict, data_dir: Path, video_cfg: dict, max_frames: int | None = None) -> np.ndarray:
-    """Frames of the record's clip; the same clip is decoded once however many rollouts read it."""
-    path = str(Path(data_dir) / record["path"])
+    """Frames of the record's clip; the same clip is decoded once however many rollouts read it.
+
+    A path that leaves `data_dir` (absolute, or climbing out with `..`) is a VideoError, as an unreadable clip."""
+    try:
+        path = str(media_path(data_dir, record["path"]))
+    except UnsafePath as e:
+        raise VideoError(str(e)) from None
     frames = max_frames or video_cfg["train_frames"]
     return _frames_cached(path, float(video_cfg["fps"]), int(frames), video_cfg.get("backend", "auto"))
 
@@ -51,6 +57,21 @@ def encode(processor, texts: list[str], videos: list[np.ndarray], fps: float, pa
     processor.tokenizer.padding_side = padding_side
     return processor(text=texts, videos=videos, video_metadata=video_metadata(videos, fps), padding=True,
                      return_tensors="pt", return_mm_token_type_ids=True)
+
+
+def apply_pixel_bounds(processor, video_cfg: dict):
+    """Set the config's per-frame pixel bounds (`video.min_pixels`..`video.max_pixels`; the paper trains at
+    128*28*28) on the processor's video processor, whatever the checkpoint ships (Qwen2.5-VL: 3136..12,845,056, so a
+    720p clip would keep ~4x the paper's video tokens). Also caps a clip's total pixels as qwen-vl-utils does
+    (`cap_pixels_per_frame`, unless the checkpoint says otherwise). In place; returns the processor."""
+    vp = processor.video_processor
+    vp.size = {"shortest_edge": int(video_cfg["min_pixels"]), "longest_edge": int(video_cfg["max_pixels"])}
+    for key in ("min_pixels", "max_pixels"):  # legacy attributes some processors still carry
+        if getattr(vp, key, None) is not None:
+            setattr(vp, key, int(video_cfg[key]))
+    if getattr(vp, "cap_pixels_per_frame", None) is None:
+        vp.cap_pixels_per_frame = True
+    return processor
 
 
 def mm_token_type_ids(input_ids: torch.Tensor, config) -> torch.Tensor:

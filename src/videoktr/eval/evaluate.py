@@ -4,11 +4,17 @@ A killed run resumes without redoing or duplicating a question; the summary is c
 Prompts, media and scoring follow the benchmark's protocol (videoktr.eval.protocols); a malformed record or an
 unreadable clip/image becomes an error row with its id, and the rest of the benchmark runs.
 
-Row of the predictions JSONL: id, subtask, prompt_hash, context, output, parsed, gt, correct (the protocol's score in
-[0, 1]), parseable, seconds (the batch's wall time / its size); or id, subtask, error. `context` is a digest of the
+Row of the predictions JSONL: id, subtask, prompt_hash, context, attempt, output, parsed, gt, correct (the protocol's
+score in [0, 1]), parseable, seconds (the batch's wall time / its size); or id, subtask, error, context, attempt (and
+prompt_hash when the question was asked: an unreadable clip or a failed generation). `context` is a digest of the
 model (videoktr.provenance) and of the settings that shape an answer (frames, video, sampling, protocol): an answer
 given by another model or under other settings is asked again, so a retrained model is never scored by its
 predecessor's answers.
+
+An error row of a question that was asked is asked again on the next run, up to `eval.error_retries` times (its
+`attempt` counts the tries: 1 the first), so a clip restored after a failure is scored; the superseded error row is
+removed once its successor is written.  The summary is scored on the question set of the current records: rows of
+ids that are no longer among them are left out (and counted), and the set's digest is part of the summary.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from videoktr.data.video import VideoError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_benchmark", "read_predictions", "summarize", "subtask"]
+__all__ = ["evaluate", "evaluate_benchmark", "question_set_digest", "read_predictions", "read_skipped",
+           "summarize", "subtask"]
+
+DEFAULT_ERROR_RETRIES = 2  # config eval.error_retries (the schema's default)
 
 
 def read_predictions(path: Path) -> dict:
@@ -64,13 +73,17 @@ def _eval_video_cfg(video_cfg: dict, eval_cfg: dict) -> dict:
 
 def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *, frames: int, video_cfg: dict,
              eval_cfg: dict, benchmark: str | Benchmark | None = None, problems: list[dict] = (),
-             model_key: str = "") -> None:
-    """Answer every record not yet in `predictions`, appending one row per question as soon as it is scored.
+             model_key: str = "") -> list[str]:
+    """Answer every record not yet in `predictions`, appending one row per question as soon as it is scored; return
+    the ids of the question set (every record's id and every problem's: what the summary is scored on).
 
     `benchmark` picks the prompt/scoring protocol (config `eval.protocols` may override it); None keeps the tiny
     world's protocol.  `problems` (from the loader: malformed records) are written as error rows.  Rows whose
     prompt changed since they were written (another protocol or template), or whose model (`model_key`, e.g.
-    videoktr.provenance.model_fingerprint) or answer-shaping settings changed, are dropped and asked again.
+    videoktr.provenance.model_fingerprint) or answer-shaping settings changed, are dropped and asked again; so is
+    the error row of a malformed record that is now well formed, and an answer whose record is now malformed becomes
+    an error row.  An error row of a question that was asked (an unreadable clip, a failed generation) is asked
+    again while its `attempt` is at most `eval.error_retries`.
     """
     bench = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
     protocol = resolve_protocol(bench, eval_cfg)
@@ -102,28 +115,40 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
                       "backend": {k: eval_cfg.get(k) for k in ("backend", "temperature", "top_p", "max_new_tokens",
                                                                 "min_pixels", "max_pixels", "image_min_pixels",
                                                                 "vllm")}})
-    # an error row is stale too when made in another context (a retrained model may not fail the same way)
+    asked = {it[0] for it in items}
+    # An error row is stale too when made in another context (a retrained model may not fail the same way), or when
+    # its question was not asked (a malformed record, now well formed: no prompt_hash); an answer is stale when its
+    # record is now malformed (it becomes an error row below).
     stale = {rid for rid, _, _, h in items if rid in done and (done[rid].get("context") != context or (
-        "output" in done[rid] and done[rid].get("prompt_hash") != h))}
+        ("output" in done[rid] or "error" in done[rid]) and done[rid].get("prompt_hash") != h))}
+    stale |= {rid for rid, _, _ in errors if rid not in asked and rid in done and "error" not in done[rid]}
     if stale:
-        log.warning("%d questions were answered with another prompt, model or settings; they are asked again",
-                    len(stale))
+        log.warning("%d questions were answered with another prompt, model or settings (or their record changed); "
+                    "they are asked again", len(stale))
         rewrite_keeping(predictions, lambda row: row.get("id") not in stale)
         done = {k: v for k, v in done.items() if k not in stale}
 
+    # Error rows of questions that were asked: asked again while tries are left (the clip may be back).
+    retries = int(eval_cfg.get("error_retries", DEFAULT_ERROR_RETRIES))
+    attempt = {rid: _attempt(done[rid]) + 1 for rid in asked
+               if rid in done and "error" in done[rid] and _attempt(done[rid]) <= retries}
+    exhausted = sum(1 for rid in asked if rid in done and "error" in done[rid] and rid not in attempt)
+    done = {k: v for k, v in done.items() if k not in attempt}
+
     todo = [it for it in items if it[0] not in done]
-    asked = {it[0] for it in items}
     for rid, _, reason in errors:
         if rid not in done:
             log.warning("question %s: %s", rid, reason)
     # One row per id: a duplicate of a question that is asked is reported above, not written.
     new_errors = [e for e in errors if e[0] not in done and e[0] not in asked]
-    log.info("%d questions, %d already answered, %d to go, %d malformed (%s protocol)", len(items) + len(errors),
-             len(done), len(todo), len(errors), protocol.name)
+    log.info("%d questions, %d already answered, %d to go (%d of them retried after an error; %d errors out of "
+             "retries), %d malformed (%s protocol)", len(items) + len(errors), len(done), len(todo), len(attempt),
+             exhausted, len(errors), protocol.name)
     bs = int(eval_cfg.get("batch_size", 8))
     with open(predictions, "a") as out:
         for rid, sub, reason in new_errors:
-            out.write(json.dumps({"id": rid, "subtask": sub, "error": reason, "context": context}) + "\n")
+            out.write(json.dumps({"id": rid, "subtask": sub, "error": reason, "context": context, "attempt": 1})
+                      + "\n")
         out.flush()
         for i in tqdm(range(0, len(todo), bs), desc="evaluate", mininterval=5):
             start = time.perf_counter()
@@ -137,26 +162,39 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
                         media.append(load_frames(r, data_dir, vcfg, max_frames=frames))
                     batch.append(it)
                 except (VideoError, MediaError) as e:
-                    failed.append((rid, subtask(r), f"{'image' if r.get('data_type') == 'image' else 'video'} {e}"))
+                    failed.append((it, f"{'image' if r.get('data_type') == 'image' else 'video'} {e}"))
             batch, outs, broken = _generate(backend, batch, media, vcfg["fps"], eval_cfg)
             failed += broken
             seconds = (time.perf_counter() - start) / max(1, len(batch))
             for (rid, r, _, h), text in zip(batch, outs, strict=True):
                 s = protocol_score(text, r, protocol)
                 out.write(json.dumps({
-                    "id": rid, "subtask": subtask(r), "prompt_hash": h, "context": context, "output": text,
-                    "parsed": s.parsed,
+                    "id": rid, "subtask": subtask(r), "prompt_hash": h, "context": context,
+                    "attempt": attempt.get(rid, 1), "output": text, "parsed": s.parsed,
                     "gt": parse_solution(r["solution"]), "correct": s.accuracy, "parseable": s.parseable,
                     "seconds": seconds}) + "\n")
-            for rid, sub, reason in failed:
-                log.warning("question %s: %s", rid, reason)
-                out.write(json.dumps({"id": rid, "subtask": sub, "error": reason, "context": context}) + "\n")
+            for (rid, r, _, h), reason in failed:
+                log.warning("question %s (attempt %d): %s", rid, attempt.get(rid, 1), reason)
+                out.write(json.dumps({"id": rid, "subtask": subtask(r), "error": reason, "context": context,
+                                      "prompt_hash": h, "attempt": attempt.get(rid, 1)}) + "\n")
             out.flush()
+    if attempt:  # the new rows are written: drop the error rows they supersede (one row per question again)
+        rewrite_keeping(predictions, lambda row: not (
+            row.get("id") in attempt and "error" in row and _attempt(row) < attempt[row["id"]]))
+    return sorted(asked | {e[0] for e in errors})
+
+
+def _attempt(row: dict) -> int:
+    """The try that made a row: 1 the first (rows written before tries were counted: 1)."""
+    try:
+        return max(1, int(row.get("attempt", 1)))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _generate(backend, batch: list, media: list, fps: float, eval_cfg: dict):
     """Outputs for a batch.  If the batch fails, its questions are asked one by one and those that fail alone
-    become errors (id, reason); if every one fails alone, the failure is systemic and is raised."""
+    become errors (item, reason); if every one fails alone, the failure is systemic and is raised."""
     kw = dict(fps=fps, max_new_tokens=eval_cfg["max_new_tokens"], temperature=eval_cfg["temperature"],
               top_p=eval_cfg["top_p"])
     if not batch:
@@ -174,28 +212,64 @@ def _generate(backend, batch: list, media: list, fps: float, eval_cfg: dict):
                 outs += backend.generate([it[2]], [m], **kw)
                 kept.append(it)
             except Exception as e:  # noqa: BLE001
-                failed.append((it[0], subtask(it[1]), f"generation failed: {type(e).__name__}: {e}"))
+                failed.append((it, f"generation failed: {type(e).__name__}: {e}"))
         if not kept:
             raise first
         return kept, outs, failed
 
 
 def evaluate_benchmark(backend, benchmark: str, records_path: Path, data_dir: Path, predictions: Path, *,
-                       frames: int, video_cfg: dict, eval_cfg: dict, model_key: str = "") -> None:
-    """Read a benchmark's published file(s) and evaluate it (what `videoktr evaluate` runs)."""
+                       frames: int, video_cfg: dict, eval_cfg: dict, model_key: str = "") -> dict:
+    """Read a benchmark's published file(s) and evaluate it (what `videoktr evaluate` runs); return what
+    summarize() scores on: {"ids": the question set's ids, "excluded": records outside the benchmark's definition}.
+    """
     loaded = load_benchmark(benchmark, records_path, data_dir)
     if loaded.excluded:
         log.info("%s: %d records outside the benchmark's definition left out", benchmark, loaded.excluded)
-    evaluate(backend, loaded.records, data_dir, predictions, frames=frames, video_cfg=video_cfg, eval_cfg=eval_cfg,
-             benchmark=benchmark, problems=loaded.problems, model_key=model_key)
+    ids = evaluate(backend, loaded.records, data_dir, predictions, frames=frames, video_cfg=video_cfg,
+                   eval_cfg=eval_cfg, benchmark=benchmark, problems=loaded.problems, model_key=model_key)
+    return {"ids": ids, "excluded": loaded.excluded}
+
+
+def read_skipped(path: Path | None) -> dict:
+    """{id: reason} of the records a split's check dropped (`prepare` writes `<split>.skipped.json` beside
+    `<split>.json`); {} when there is no such file."""
+    if path is None or not Path(path).is_file():
+        return {}
+    entries = json.loads(Path(path).read_text())
+    return {str(e["id"]): str(e.get("reason", "")) for e in entries}
+
+
+def question_set_digest(ids) -> str:
+    """sha256 of the sorted ids, one per line: equal for two summaries exactly when they scored the same questions."""
+    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()
 
 
 def summarize(predictions: Path, *, model: str, benchmark: str, frames: int, backend: str,
-              protocol: str | None = None, max_listed_errors: int = 1000) -> dict:
+              protocol: str | None = None, max_listed_errors: int = 1000, ids=None, skipped: dict | None = None,
+              excluded: int | None = None, error_retries: int | None = None) -> dict:
     """Accuracy (over every question, an error counting as wrong, as eval_bench scores a failed generation; and over
     the answered ones), counts, unparseable answers, questions per second, and the same per subtask; the ids of the
-    questions that could not be asked. Tables and figures read `accuracy`."""
-    rows = list(read_predictions(predictions).values())
+    questions that could not be asked. Tables and figures read `accuracy`.
+
+    `ids` is the question set (what evaluate() returns: the current records): rows of other ids (records since
+    dropped) are left out and counted in `dropped_rows`; an id without a row counts as an error.  None scores every
+    row.  Also: `scores` {id: score, an error 0} over the question set, `question_set` (question_set_digest of its
+    ids), `skipped_ids` {id: reason} (`skipped`: the records the split's check dropped, see read_skipped),
+    `excluded` (records outside the benchmark's definition), `retried` (questions whose row came from a retry after
+    an error), `error_attempts` {id: tries so far} and `errors_to_retry` (errors the next run asks again, given
+    `error_retries`; None without it)."""
+    by_id = read_predictions(predictions)
+    if ids is None:
+        ids = list(by_id)
+    ids = sorted({str(i) for i in ids})
+    wanted = set(ids)
+    dropped = sum(1 for k in by_id if k not in wanted)
+    if dropped:
+        log.warning("%s: %d rows of questions no longer in the records are left out of the summary", predictions,
+                    dropped)
+    rows = [r for k, r in by_id.items() if k in wanted] + [  # in the file's order, then any id without a row
+        {"id": k, "subtask": "unknown", "error": "not evaluated (no prediction row)"} for k in ids if k not in by_id]
     answered = [r for r in rows if "error" not in r]
     errored = [r for r in rows if "error" in r]
     by_sub = defaultdict(list)
@@ -227,4 +301,13 @@ def summarize(predictions: Path, *, model: str, benchmark: str, frames: int, bac
                          "unparseable": sum(not r.get("parseable", True) for r in v if "error" not in r)}
                      for k, v in sorted(by_sub.items())},
         "error_ids": {r["id"]: r["error"] for r in errored[:max_listed_errors]},
+        "scores": {r["id"]: (0.0 if "error" in r else float(r["correct"])) for r in rows},
+        "question_set": question_set_digest(ids),
+        "dropped_rows": dropped,
+        "skipped_ids": dict(sorted((skipped or {}).items())),
+        "excluded": excluded,
+        "retried": sum(_attempt(r) > 1 for r in rows),
+        "error_attempts": {r["id"]: _attempt(r) for r in errored[:max_listed_errors]},
+        "errors_to_retry": None if error_retries is None else sum(
+            "prompt_hash" in r and _attempt(r) <= error_retries for r in errored),
     }

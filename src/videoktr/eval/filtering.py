@@ -1,5 +1,10 @@
 """Difficulty filtering: k samples per question from the SFT model; keep the questions it solves sometimes.
 
+Video-Holmes' training questions bypass the band (`UNFILTERED_PREFIXES`): the paper filters Video-R1-260k to about
+15K questions and then adds the 1.5K Video-Holmes training questions unfiltered. They are still sampled (their
+accuracies are in accuracy.jsonl), but every one of them goes to the RL set.
+Sampling uses the training pixel bounds (`video.min_pixels`/`max_pixels`), whatever the checkpoint's processor ships.
+
 Resumable: per-question accuracies are appended to a JSONL as they are computed, and a rerun skips those ids, as long
 as they were sampled from the same model with the same settings (each row's `context`; videoktr.provenance): rows of
 a model since retrained are dropped and sampled again.
@@ -15,15 +20,36 @@ from tqdm import tqdm
 
 from videoktr.jsonl import read_rows, rewrite_keeping
 from videoktr.provenance import digest
-from videoktr.data.model_inputs import load_frames, prompt_text
+from videoktr.data.model_inputs import apply_pixel_bounds, load_frames, prompt_text
 from videoktr.eval.answers import score
 
 log = logging.getLogger(__name__)
 
 
+# problem_id prefixes of records that skip the band: Video-Holmes' train split (videoktr.data.hub.video_holmes_records
+# names its records "holmes-<video ID>-<Question ID>")
+UNFILTERED_PREFIXES = ("holmes-",)
+
+
+def bypasses_filter(problem_id) -> bool:
+    """Does this question go to the RL set whatever its accuracy (Video-Holmes' training questions)?"""
+    return str(problem_id).startswith(UNFILTERED_PREFIXES)
+
+
 def keep_in_band(accuracy: dict, low: float, high: float) -> set:
-    """Ids whose accuracy lies in [low, high] (both ends included, as the paper's "drop > 80% and < 20%")."""
-    return {pid for pid, acc in accuracy.items() if low <= acc <= high}
+    """Ids whose accuracy lies in [low, high] (both ends included, as the paper's "drop > 80% and < 20%"), plus every
+    question that bypasses the filter (`bypasses_filter`)."""
+    return {pid for pid, acc in accuracy.items() if bypasses_filter(pid) or low <= acc <= high}
+
+
+def filter_backend(kind: str, model_dir, *, seed: int, filter_cfg: dict, video_cfg: dict):
+    """The filter's sampling backend with the training pixel bounds (video.min_pixels/max_pixels): vLLM takes them at
+    construction (mm_processor_kwargs), transformers in its processor calls."""
+    from videoktr.eval.backends import make_backend
+
+    return make_backend(kind, model_dir, seed=seed,
+                        eval_cfg={"vllm": filter_cfg.get("vllm") or {}, "min_pixels": video_cfg["min_pixels"],
+                                  "max_pixels": video_cfg["max_pixels"]})
 
 
 def drop_other_contexts(path: Path, context: str) -> None:
@@ -43,6 +69,10 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
     context = digest({"model": model_key, "k": k, "temperature": temperature, "max_new_tokens": max_new_tokens,
                       "video": video_cfg})
     drop_other_contexts(scores_path, context)
+    if getattr(backend, "processor", None) is not None:  # the transformers path encodes with this processor
+        apply_pixel_bounds(backend.processor, video_cfg)
+    if getattr(backend, "size", None) is not None:  # a backend built with (evaluation) bounds: the training ones
+        backend.size = {"shortest_edge": int(video_cfg["min_pixels"]), "longest_edge": int(video_cfg["max_pixels"])}
     # a question whose record changed under the same id (a dataset at a new revision) is sampled again
     asked = {r["problem_id"]: digest(r) for r in records}
     rows = read_rows(scores_path, "problem_id")
@@ -151,8 +181,10 @@ def accuracy_histogram(accuracy: dict, k: int, low: float, high: float, png: Pat
 
     levels = [j / k for j in range(k + 1)]
     counts = [0] * (k + 1)
-    for acc in accuracy.values():
-        counts[round(acc * k)] += 1
+    unfiltered = sum(bypasses_filter(pid) for pid in accuracy)
+    for pid, acc in accuracy.items():
+        if not bypasses_filter(pid):  # the band acts on the filtered questions only
+            counts[round(acc * k)] += 1
     table = [{"accuracy": round(a, 6), "correct_of_k": j, "questions": c, "kept": low <= a <= high}
              for j, (a, c) in enumerate(zip(levels, counts))]
     Path(csv).write_text("accuracy,correct_of_k,questions,kept\n" + "".join(
@@ -163,7 +195,9 @@ def accuracy_histogram(accuracy: dict, k: int, low: float, high: float, png: Pat
     ax.set_xlabel(f"correct samples of {k} (SFT model)")
     ax.set_ylabel("questions")
     kept = sum(r["questions"] for r in table if r["kept"])
-    ax.set_title(f"Difficulty filter: {kept} of {len(accuracy)} kept (accuracy in [{low:g}, {high:g}])", fontsize=9)
+    extra = f" + {unfiltered} unfiltered (Video-Holmes)" if unfiltered else ""
+    ax.set_title(f"Difficulty filter: {kept} of {len(accuracy) - unfiltered} kept (accuracy in [{low:g}, {high:g}])"
+                 f"{extra}", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=150)
     plt.close(fig)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videoktr.data.records import UnsafePath, media_path
 from videoktr.eval.answers import parse_number
 from videoktr.eval.loaders import (
     LETTERS,
@@ -149,8 +150,8 @@ def load_tiny_image(records_path: Path, media_root: Path) -> Loaded:
     records, problems = [], list(loaded.problems)
     for r in loaded.records:
         try:  # every frame at the clip's own rate (far above it here), then the middle one
-            frames = read_frames(Path(media_root) / r["path"], fps=1000.0, max_frames=10_000)
-        except VideoError as e:
+            frames = read_frames(media_path(media_root, r["path"]), fps=1000.0, max_frames=10_000)
+        except (VideoError, UnsafePath) as e:
             problems.append({"id": r["problem_id"], "reason": f"clip {e}"})
             continue
         buf = io.BytesIO()
@@ -168,19 +169,25 @@ class MediaError(Exception):
 
 
 def load_images(record: dict, data_dir: Path) -> list[np.ndarray]:
-    """The record's image(s) as uint8 RGB [H, W, 3] arrays (bytes decoded, paths relative to data_dir)."""
+    """The record's image(s) as uint8 RGB [H, W, 3] arrays (bytes decoded, paths relative to data_dir; one that
+    leaves data_dir is a MediaError)."""
     from PIL import Image
 
     items = record.get("images") or [record["path"]]
     out = []
     for k, item in enumerate(items):
+        if not isinstance(item, (bytes, bytearray)):
+            try:
+                item = media_path(data_dir, item)
+            except UnsafePath as e:
+                raise MediaError(f"image {k + 1}: {e}") from None
         try:
             if isinstance(item, (bytes, bytearray)):
                 img = Image.open(io.BytesIO(item))
             else:
-                img = Image.open(Path(data_dir) / str(item))
+                img = Image.open(item)
             out.append(np.array(img.convert("RGB")))
         except Exception as e:  # noqa: BLE001 - PIL raises many kinds; the contract is one MediaError
-            where = f"image {k + 1}" if isinstance(item, (bytes, bytearray)) else str(Path(data_dir) / str(item))
+            where = f"image {k + 1}" if isinstance(item, (bytes, bytearray)) else str(item)
             raise MediaError(f"{where}: cannot read ({type(e).__name__}: {e})") from None
     return out

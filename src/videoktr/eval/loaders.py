@@ -8,7 +8,7 @@ Common record (the Video-R1 shape used everywhere in this package)::
     problem_type "multiple choice", "numerical", "OCR", "free-form" or "regression"
     options      ["A. text", "B. text", ...] (multiple choice), else []
     solution     "<answer>X</answer>"
-    path         the clip, relative to the benchmark's media folder (images: a label, see `images`)
+    path         the clip, relative to the benchmark's media folder and inside it (images: a label, see `images`)
     data_source  where the record came from (benchmark / file)
     subtask      the benchmark's breakdown field (see videoktr.eval.benchmarks)
     images       image benchmarks only: the image(s) as bytes (as the parquet files embed them) or paths
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from videoktr.data.records import check_media_path
 from videoktr.eval.answers import parse_number
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "read_rows",
     "is_video_r1",
     "rel",
+    "opened_paths",
     "row_get",
     "mc_record",
     "open_record",
@@ -81,10 +83,14 @@ def read_rows(path: Path, pattern: str = "*.parquet") -> list:
         rows = []
         for f in files:
             rows.extend(read_any(f))
+        if not rows:
+            raise BadRecord(f"{path}: the benchmark is empty (no records in its {pattern} files)")
         return rows
     data = read_any(path)
     if not isinstance(data, list):
         raise BadRecord(f"{path}: expected a list of records, got {type(data).__name__}")
+    if not data:
+        raise BadRecord(f"{path}: the benchmark is empty (no records)")
     return data
 
 
@@ -95,8 +101,19 @@ def is_video_r1(rows) -> bool:
 
 
 def rel(path: str) -> str:
-    """Video-R1-eval paths start with "./" (eval_bench.py joins path[1:] onto its Evaluation folder)."""
-    return path[2:] if path.startswith("./") else path.lstrip("/")
+    """Video-R1-eval paths start with "./" (eval_bench.py joins path[1:] onto its Evaluation folder).
+
+    Only that "./" goes: an absolute path, or one that climbs out with "..", stays as written and makes its record a
+    problem in :func:`convert_rows` (videoktr.data.records.check_media_path)."""
+    return path[2:] if path.startswith("./") else path
+
+
+def opened_paths(record: dict) -> list:
+    """The paths of the record's media that are read from its media folder: the clip, or the images given as paths
+    (an image benchmark's `path` is only a label when its images are embedded)."""
+    if record.get("data_type") == "image":
+        return [i for i in record.get("images") or [record["path"]] if not isinstance(i, (bytes, bytearray))]
+    return [record["path"]]
 
 
 def row_get(row, key):
@@ -167,7 +184,9 @@ def lettered(options: list) -> list[tuple[str, str]]:
 
 def convert_rows(rows, convert: Callable, name: str, id_of: Callable, sub_of: Callable | None = None) -> Loaded:
     """Apply convert(row, index) to each row; a malformed row becomes a problem with its id (and its subtask when
-    that can be read); duplicate ids too.  convert returns None for a row the benchmark leaves out."""
+    that can be read); duplicate ids too, and a record whose media path leaves the media folder (absolute, or
+    climbing out with ".."; see videoktr.data.records.check_media_path).  convert returns None for a row the
+    benchmark leaves out."""
     records, problems, excluded, seen = [], [], 0, set()
     for i, row in enumerate(rows):
         try:
@@ -176,6 +195,8 @@ def convert_rows(rows, convert: Callable, name: str, id_of: Callable, sub_of: Ca
             rid = f"#{i}"
         try:
             rec = convert(row, i)
+            for path in opened_paths(rec) if rec is not None else ():
+                check_media_path(path)  # the one rule of prepare and of every place media is opened
         except (BadRecord, KeyError, TypeError, ValueError, AttributeError, SyntaxError) as e:
             reason = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             try:

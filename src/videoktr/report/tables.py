@@ -6,6 +6,15 @@ paper_tables.csv (the paper's printed values, long format: table, method, frames
 Rows are the paper's row labels, mapped to our runs by config `tables.rows.<table>` (see `videoktr.report.grid`); a paper
 row without a run of ours keeps its paper numbers and an empty "run".
 
+Uncertainty (`videoktr.report.uncertainty`): each accuracy of ours has its 95% percentile-bootstrap interval over the
+questions, from the summary's per-question `scores` (CSV `<column>_lo`, `<column>_hi`; Markdown/LaTeX "45.8 [31.2,
+60.4]"; empty when a summary has no `scores`, and for every paper number); each comparison a table draws (`COMPARE`:
+RL vs SFT, methods vs GRPO, Table 2's subsets vs GRPO and KTR-VET) is a paired bootstrap difference over the same
+question ids (CSV `<column> vs <row>`, `_lo`, `_hi`; the Markdown's "Paired differences", "(n.s.)" when its interval
+contains 0). A cell whose evaluation had error rows says "(N err)" (CSV `<benchmark>_errors`), and the notes name
+it, and any column whose rows were scored on different question sets (`question_set`). A missing or corrupt summary
+stops the table with one line naming the file.
+
 CLI (what the Snakemake rules call)::
 
     python -m videoktr.report.tables table2 --cfg JSON --summaries S... --reference CSV --out STEM
@@ -25,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from videoktr.report import grid
+from videoktr.report import grid, uncertainty
 from videoktr.config import sft_models
 
 logger = logging.getLogger(__name__)
@@ -45,11 +54,48 @@ TRL_FALLBACK = {"train_seconds": "train_runtime", "samples_per_second": "train_s
 
 
 # -- inputs ----------------------------------------------------------------------------------------------------------
+SUMMARY_KEYS = ("model", "benchmark", "frames", "accuracy")
+SUMMARY_COLUMNS = ["model", "benchmark", "frames", "accuracy", "answered", "unparseable", "questions", "errors",
+                   "subtasks", "scores", "question_set", "path"]
+
+
+def read_json(path, what: str) -> dict:
+    """One JSON object from `path`; a missing, unreadable or corrupt file stops with ONE line naming it and why."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path}: corrupt {what}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+                         ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: corrupt {what}: a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def load_summaries(paths) -> pd.DataFrame:
-    """The evaluation summaries (*.summary.json) as a table: one row per (model, benchmark, frames)."""
-    rows = [json.loads(Path(p).read_text()) for p in paths]
-    return pd.DataFrame([{k: r[k] for k in ("model", "benchmark", "frames", "accuracy", "answered", "unparseable")}
-                         | {"subtasks": r.get("subtasks", {})} for r in rows])
+    """The evaluation summaries (*.summary.json) as a table: one row per (model, benchmark, frames), with the error
+    count, the per-question scores ({id: score}, None in a summary without them) and the question set's digest."""
+    rows = []
+    for p in paths:
+        r = read_json(p, "evaluation summary")
+        missing = [k for k in SUMMARY_KEYS if k not in r]
+        if missing:
+            raise SystemExit(f"{p}: corrupt evaluation summary: no {', '.join(missing)}")
+        try:
+            acc = float(r["accuracy"])
+        except (TypeError, ValueError):
+            raise SystemExit(f"{p}: corrupt evaluation summary: accuracy {r['accuracy']!r} is not a number") from None
+        errors = r.get("errors")
+        rows.append({"model": r["model"], "benchmark": r["benchmark"], "frames": r["frames"], "accuracy": acc,
+                     "answered": r.get("answered"), "unparseable": r.get("unparseable"),
+                     "questions": r.get("questions"),
+                     "errors": int(errors) if errors is not None else len(r.get("error_ids") or {}),
+                     "subtasks": r.get("subtasks", {}), "scores": uncertainty.question_scores(r),
+                     "question_set": uncertainty.question_set(r), "path": str(p)})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS, dtype=object)  # object: None stays None (not NaN)
 
 
 def load_reference(path) -> pd.DataFrame:
@@ -70,10 +116,6 @@ def summary_of(summaries: pd.DataFrame, run: str, bench: str, frames: int) -> pd
     return hit.iloc[0]
 
 
-def _accuracy(summaries: pd.DataFrame, run: str, bench: str, frames: int) -> float:
-    return 100 * float(summary_of(summaries, run, bench, frames)["accuracy"])
-
-
 def _labels(ours: dict[str, str], paper: pd.DataFrame) -> list[str]:
     """Our rows in the config's order, then the paper's other rows in its order (paper numbers only)."""
     return list(dict.fromkeys([*ours, *paper["method"]]))
@@ -91,40 +133,180 @@ def _paper_value(paper: pd.DataFrame, label: str, bench: str, frames: str | None
 
 
 # -- tables ----------------------------------------------------------------------------------------------------------
+# Beside each accuracy column c of ours (every benchmark and "mean"): c_lo, c_hi (its 95% bootstrap interval over the
+# questions; empty without per-question scores) and, per benchmark, c_errors (questions that could not be asked,
+# counted wrong). Per comparison with a baseline row B: "c vs B", "c vs B_lo", "c vs B_hi" (the paired difference of
+# the row minus B over the same question ids, percentage points). These come after the columns of old, which keep
+# their names and order.
+# Which rows each target compares every other row with (`baselines`, in this order; a baseline row is compared only
+# with the baselines before it): "grpo" = the row whose run is GRPO, "sft" = the
+# row that is an SFT model, "full" = the KTR run with all three signals (Table 2's KTR-VET), "first" = the first row
+# (the default point of an ablation figure).
+COMPARE = {"table1": ("sft", "grpo"), "table2": ("grpo", "full"), "table3": ("sft", "grpo"),
+           "table5": ("sft", "grpo"), "fig3a": ("grpo",), "fig7": ("first",), "fig8": ("first",), "fig9": ("grpo",),
+           "fig10": ()}
+
+
+def baselines(config: dict, name: str) -> list[str]:
+    """The row labels of `name` that every other row of ours is compared with (paired differences), in order."""
+    rows, runs = grid.rows(config, name), config.get("runs", {})
+    models = {"sft", *config.get("sft_models", {})}
+
+    def find(kind: str) -> str | None:
+        if kind == "first":
+            return next(iter(rows), None)
+        if kind == "sft":
+            return next((label for label, r in rows.items() if r in models), None)
+        if kind == "grpo":
+            return next((label for label, r in rows.items() if runs.get(r, {}).get("method") == "grpo"), None)
+        full = [label for label, r in rows.items() if runs.get(r, {}).get("method") == "ktr"
+                and set(runs[r].get("signals") or ()) == {"E", "V", "T"}]
+        return full[-1] if full else None
+
+    return list(dict.fromkeys(b for b in (find(k) for k in COMPARE.get(name, ())) if b))
+
+
+def _ours(summaries: pd.DataFrame, run: str, benchmarks: list[str], frames: int) -> tuple[dict, dict]:
+    """Our cells of one row: (accuracy (%) per benchmark and their mean; the interval and error columns)."""
+    found = [summary_of(summaries, run, b, frames) for b in benchmarks]
+    cells = {b: 100 * float(s["accuracy"]) for b, s in zip(benchmarks, found)}
+    cells["mean"] = sum(cells[b] for b in benchmarks) / len(benchmarks)
+    extra = {}
+    for k, (b, s) in enumerate(zip(benchmarks, found)):
+        lo, hi = uncertainty.interval(s["scores"], stream=k) or (math.nan, math.nan)
+        extra |= {f"{b}_lo": lo, f"{b}_hi": hi}
+    lo, hi = uncertainty.mean_interval([s["scores"] for s in found]) or (math.nan, math.nan)
+    extra |= {"mean_lo": lo, "mean_hi": hi}
+    extra |= {f"{b}_errors": int(s["errors"]) for b, s in zip(benchmarks, found)}
+    return cells, extra
+
+
+def _empty(benchmarks: list[str]) -> tuple[dict, dict]:
+    cols = [*benchmarks, "mean"]
+    return ({c: math.nan for c in cols},
+            {f"{c}_{x}": math.nan for c in cols for x in ("lo", "hi")} | {f"{b}_errors": math.nan for b in benchmarks})
+
+
+def _differences(summaries: pd.DataFrame, run: str, base_run: str, benchmarks: list[str], frames: int,
+                 base: str) -> dict:
+    """The paired differences run - base_run per benchmark and of the mean (columns "c vs BASE", _lo, _hi)."""
+    mine = [summary_of(summaries, run, b, frames) for b in benchmarks]
+    theirs = [summary_of(summaries, base_run, b, frames) for b in benchmarks]
+    out = {}
+    for k, (b, m, t) in enumerate(zip(benchmarks, mine, theirs)):
+        got = uncertainty.paired(m["scores"], t["scores"], stream=k)
+        delta, lo, hi = got[:3] if got else (100 * (m["accuracy"] - t["accuracy"]), math.nan, math.nan)
+        out |= {f"{b} vs {base}": delta, f"{b} vs {base}_lo": lo, f"{b} vs {base}_hi": hi}
+    got = uncertainty.paired_mean([m["scores"] for m in mine], [t["scores"] for t in theirs])
+    if got:
+        delta, lo, hi = got[:3]
+    else:
+        delta = sum(100 * (m["accuracy"] - t["accuracy"]) for m, t in zip(mine, theirs)) / len(benchmarks)
+        lo = hi = math.nan
+    return out | {f"mean vs {base}": delta, f"mean vs {base}_lo": lo, f"mean vs {base}_hi": hi}
+
+
+def _compare(summaries: pd.DataFrame, evaluated: dict, rows: list[dict], ours: dict[str, str], bases: list[str],
+             benchmarks: list[str]) -> None:
+    """Add to each evaluated row its paired differences with each baseline row evaluated at the same frame count:
+    not with itself, and a baseline row only with the baselines before it (GRPO vs SFT, KTR-VET vs GRPO)."""
+    at = set(evaluated.values())
+    for j, base in enumerate(bases):
+        for key, (label, frames) in evaluated.items():
+            if (label in bases and bases.index(label) <= j) or (base, frames) not in at:
+                continue
+            rows[key] |= _differences(summaries, ours[label], ours[base], benchmarks, frames, base)
+
+
+def _frame(rows: list[dict], index, benchmarks: list[str], paper_cols: list[str], bases: list[str]) -> pd.DataFrame:
+    """The rows in a fixed column order: the columns of old, then the intervals, errors and differences."""
+    cols = [*benchmarks, "mean"]
+    order = (["run", *cols, *[f"paper {b}" for b in paper_cols]]
+             + [f"{c}_{x}" for c in cols for x in ("lo", "hi")] + [f"{b}_errors" for b in benchmarks]
+             + [f"{c} vs {base}{x}" for base in bases for c in cols for x in ("", "_lo", "_hi")])
+    df = pd.DataFrame(rows).set_index(index)
+    df = df.reindex(columns=[c for c in order if c in df.columns])
+    return df.round(2)
+
+
 def accuracy_table(summaries: pd.DataFrame, ours: dict[str, str], benchmarks: list[str], frames: int,
-                   paper: pd.DataFrame) -> pd.DataFrame:
-    """One row per method at one frame count: our accuracy (%) per benchmark and their mean, then the paper's."""
-    out = []
+                   paper: pd.DataFrame, bases=()) -> pd.DataFrame:
+    """One row per method at one frame count: our accuracy (%) per benchmark and their mean, then the paper's; then
+    the intervals, error counts and the paired differences with each row of `bases` (labels of `ours`)."""
+    out, evaluated = [], {}
     for label in _labels(ours, paper):
         run = ours.get(label)
         row = {"method": label, "run": run or ""}
-        for b in benchmarks:
-            row[b] = _accuracy(summaries, run, b, frames) if run else math.nan
-        row["mean"] = sum(row[b] for b in benchmarks) / len(benchmarks) if run else math.nan
+        cells, extra = _ours(summaries, run, benchmarks, frames) if run else _empty(benchmarks)
+        row |= cells
         for b in _paper_columns(paper):
             row[f"paper {b}"] = _paper_value(paper, label, b)
-        out.append(row)
-    return pd.DataFrame(out).set_index("method").round(2)
+        out.append(row | extra)
+        if run:
+            evaluated[len(out) - 1] = (label, frames)
+    bases = [b for b in bases if b in ours]
+    _compare(summaries, evaluated, out, ours, bases, benchmarks)
+    df = _frame(out, "method", benchmarks, _paper_columns(paper), bases)
+    df.attrs["notes"] = honesty_notes(summaries, ours, evaluated.values(), benchmarks)
+    return df
 
 
 def frames_table(summaries: pd.DataFrame, ours: dict[str, str], benchmarks: list[str], frames: list[int],
-                 paper: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, frame count): ours where we evaluated it, the paper's where it reports it."""
-    out = []
+                 paper: pd.DataFrame, bases=()) -> pd.DataFrame:
+    """One row per (method, frame count): ours where we evaluated it, the paper's where it reports it; then the
+    intervals, error counts and the paired differences with each row of `bases` at the same frame count."""
+    out, evaluated = [], {}
     for label in _labels(ours, paper):
         run = ours.get(label)
         stated = [f for f in dict.fromkeys(paper.loc[paper["method"] == label, "frames"])]
         counts = sorted({*(str(f) for f in frames if run), *stated}, key=lambda f: (f == "", float(f or 0)))
         for f in counts:
             row = {"method": label, "frames": f, "run": run or ""}
-            evaluated = run is not None and f != "" and float(f).is_integer() and int(float(f)) in frames
-            for b in benchmarks:
-                row[b] = _accuracy(summaries, run, b, int(float(f))) if evaluated else math.nan
-            row["mean"] = sum(row[b] for b in benchmarks) / len(benchmarks) if evaluated else math.nan
+            done = run is not None and f != "" and float(f).is_integer() and int(float(f)) in frames
+            cells, extra = _ours(summaries, run, benchmarks, int(float(f))) if done else _empty(benchmarks)
+            row |= cells
             for b in _paper_columns(paper):
                 row[f"paper {b}"] = _paper_value(paper, label, b, f)
-            out.append(row)
-    return pd.DataFrame(out).set_index(["method", "frames"]).round(2)
+            out.append(row | extra)
+            if done:
+                evaluated[len(out) - 1] = (label, int(float(f)))
+    bases = [b for b in bases if b in ours]
+    _compare(summaries, evaluated, out, ours, bases, benchmarks)
+    df = _frame(out, ["method", "frames"], benchmarks, _paper_columns(paper), bases)
+    df.attrs["notes"] = honesty_notes(summaries, ours, evaluated.values(), benchmarks)
+    return df
+
+
+def honesty_notes(summaries: pd.DataFrame, ours: dict[str, str], evaluated, benchmarks: list[str]) -> list[str]:
+    """What a reader must know about the cells of ours: evaluations with error rows (questions that could not be
+    asked, counted wrong), and columns (benchmark, frames) whose cells were scored on different question sets."""
+    cells = sorted({(b, f, label) for label, f in evaluated for b in benchmarks},
+                   key=lambda x: (x[1], benchmarks.index(x[0]), list(ours).index(x[2])))
+    errors, sets = [], {}
+    for b, f, label in cells:
+        s = summary_of(summaries, ours[label], b, f)
+        n = s["questions"]
+        n = n if isinstance(n, int) else (len(s["scores"]) if s["scores"] else None)
+        if s["errors"]:
+            of = f" of {n}" if n is not None else ""
+            errors.append(f"{b} at {f} frames: {label} ({ours[label]}) {int(s['errors'])}{of}")
+        if isinstance(s["question_set"], str) and s["question_set"]:
+            sets.setdefault((b, f), {}).setdefault(s["question_set"], []).append(
+                (label, ours[label], len(s["scores"]) if s["scores"] else n))
+    lines = []
+    if errors:
+        lines.append("evaluation errors (questions that could not be asked, counted wrong; '(N err)' beside a table "
+                     "cell): " + "; ".join(errors))
+    mixed = [(b, f, groups) for (b, f), groups in sets.items() if len(groups) > 1]
+    if mixed:
+        parts = []
+        for b, f, groups in mixed:
+            described = " vs ".join(", ".join(f"{lab} ({run})" for lab, run, _ in g) + f" [{g[0][2]} questions]"
+                                    for g in groups.values())
+            parts.append(f"{b} at {f} frames: {described}")
+        lines.append("DIFFERENT QUESTION SETS in one column (not the same questions; each paired difference uses only "
+                     "the question ids both rows were scored on): " + "; ".join(parts))
+    return lines
 
 
 def cost_of(metrics: dict) -> dict[str, float]:
@@ -156,6 +338,15 @@ def cost_table(metrics: dict[str, dict], ours: dict[str, str], paper: pd.DataFra
     return df.round(4)
 
 
+INTERVAL_NOTE = (f"ours as 'accuracy [lo, hi]': the {uncertainty.LEVEL:.0%} percentile-bootstrap interval over the "
+                 f"questions ({uncertainty.RESAMPLES} resamples, fixed seed; the mean's: questions resampled within "
+                 "each benchmark); a value without brackets has no per-question scores in its summary (no interval); "
+                 "the paper's numbers have none")
+DIFFERENCE_NOTE = ("each cell is the paired bootstrap difference over the same question ids with its 95% interval; "
+                   "(n.s.): the interval contains 0, i.e. no difference shown at this number of questions; [--]: no "
+                   "per-question scores, so no interval")
+
+
 # -- notes and output ------------------------------------------------------------------------------------------------
 def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
     """What the two sides are, stated in every table: the tiny world is not the paper's study."""
@@ -180,7 +371,10 @@ def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
     extra = "; ".join(sorted({n for n in paper["note"] if n}))
     theirs = (f"paper: the values printed in the paper (Qwen2.5-VL-7B unless the row says otherwise){where}, "
               f"from config/reference/paper_tables.csv" + (f" ({extra})" if extra else ""))
-    return [ours, theirs, "empty cell: not run in this grid (ours) or not reported (paper)"]
+    lines = [ours, theirs]
+    if name != "table4":
+        lines.append(INTERVAL_NOTE)
+    return lines + ["empty cell: not run in this grid (ours) or not reported (paper)"]
 
 
 def starting_models(config: dict, name: str) -> str:
@@ -206,35 +400,108 @@ def starting_models(config: dict, name: str) -> str:
                      + [f"{label} is {m} ({what(m)})" for label, m in itself.items()])
 
 
+def accuracy_columns(df: pd.DataFrame) -> list[str]:
+    """Our accuracy columns (each benchmark and "mean"): those with an interval beside them."""
+    return [c for c in df.columns if f"{c}_lo" in df.columns and f"{c}_hi" in df.columns and " vs " not in c]
+
+
+def difference_columns(df: pd.DataFrame) -> dict[str, list[str]]:
+    """{baseline label: its difference columns "c vs BASE"} in column order."""
+    ours = set(accuracy_columns(df))
+    out: dict[str, list[str]] = {}
+    for c in df.columns:
+        col, _, base = c.partition(" vs ")
+        if base and col in ours and f"{c}_lo" in df.columns:
+            out.setdefault(base, []).append(c)
+    return out
+
+
+def _cell(value, lo, hi, errors) -> str | None:
+    if value is None or value != value:
+        return None
+    text = uncertainty.fmt_interval(value, lo, hi)
+    return text + (f" ({int(errors)} err)" if errors == errors and errors else "")
+
+
+def display(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as shown in Markdown and LaTeX: each accuracy of ours as "45.8 [31.2, 60.4]" (its 95% interval;
+    the bare value without per-question scores), "(3 err)" beside a cell whose evaluation had error rows; the paper's
+    columns as they are. Intervals, errors and differences have no columns of their own here."""
+    ours = accuracy_columns(df)
+    hidden = {f"{c}_{x}" for c in ours for x in ("lo", "hi", "errors")}
+    hidden |= {f"{c}{x}" for cols in difference_columns(df).values() for c in cols for x in ("", "_lo", "_hi")}
+    out = df[[c for c in df.columns if c not in hidden]].astype(object)
+    for c in ours:
+        err = df[f"{c}_errors"] if f"{c}_errors" in df.columns else pd.Series(math.nan, index=df.index)
+        out[c] = pd.Series([_cell(v, lo, hi, e) for v, lo, hi, e in zip(df[c], df[f"{c}_lo"], df[f"{c}_hi"], err)],
+                           index=df.index, dtype=object)
+    return out.astype(object).where(out.notna(), None)
+
+
+def differences(df: pd.DataFrame) -> pd.DataFrame | None:
+    """The paired differences as shown (long): one row per (row of ours, baseline), a column per benchmark and the
+    mean, each "+1.2 [-3.1, +5.4] (n.s.)"; None when the table compares nothing."""
+    cols = difference_columns(df)
+    if not cols:
+        return None
+    out = []
+    for base, cs in cols.items():
+        for idx, r in df.iterrows():
+            if all(r[c] != r[c] for c in cs):  # not compared with this baseline
+                continue
+            key = dict(zip(df.index.names, idx if isinstance(idx, tuple) else (idx,)))
+            out.append(key | {"vs": base} | {c.partition(" vs ")[0]: uncertainty.fmt_difference(
+                r[c], r[f"{c}_lo"], r[f"{c}_hi"]) for c in cs})
+    return pd.DataFrame(out, dtype=object) if out else None
+
+
+def latex_text(text: str) -> str:
+    """Plain text for a LaTeX caption (pandas escapes cells, not captions): % _ & # $ { } ~ ^ \\ escaped."""
+    table = {"\\": r"\textbackslash{}", "%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",
+             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(table.get(ch, ch) for ch in text)
+
+
 def write(df: pd.DataFrame, stem, title: str, lines: list[str]) -> None:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(f"{stem}.csv")
-    flat = df.reset_index()
-    body = flat.astype(object).where(flat.notna(), None).to_markdown(index=False, floatfmt="g", missingval="--")
-    Path(f"{stem}.md").write_text(f"# {title}\n\n" + "".join(f"> {x}\n>\n" for x in lines) + "\n" + body + "\n")
-    latex = df.to_latex(na_rep="--", float_format=lambda v: f"{v:g}", escape=True,
-                        caption=f"{title}. " + ". ".join(lines) + ".", label=f"tab:{stem.name}")
+    shown = display(df) if accuracy_columns(df) else df.astype(object).where(df.notna(), None)
+    diff = differences(df)
+    body = shown.reset_index().to_markdown(index=False, floatfmt="g", missingval="--")
+    md = f"# {title}\n\n" + "".join(f"> {x}\n>\n" for x in lines) + "\n" + body + "\n"
+    if diff is not None:
+        md += (f"\n## Paired differences (ours, percentage points: the row minus the `vs` row)\n\n"
+               f"> {DIFFERENCE_NOTE}\n\n" + diff.to_markdown(index=False, missingval="--") + "\n")
+    Path(f"{stem}.md").write_text(md)
+    latex = shown.to_latex(na_rep="--", float_format=lambda v: f"{v:g}", escape=True,
+                           caption=latex_text(f"{title}. " + ". ".join(lines) + "."), label=f"tab:{stem.name}")
+    if diff is not None:
+        latex += "\n" + diff.to_latex(index=False, na_rep="--", escape=True, label=f"tab:{stem.name}-differences",
+                                      caption=latex_text(f"{title}: paired differences (ours, percentage points: "
+                                                         f"the row minus the vs row). {DIFFERENCE_NOTE}"))
     Path(f"{stem}.tex").write_text("% needs \\usepackage{booktabs,multirow}\n" + latex)
 
 
 def build(name: str, config: dict, reference, summaries=(), metrics=()) -> pd.DataFrame:
-    """Table `name` of the config's grid from the given files."""
+    """Table `name` of the config's grid from the given files (its notes about errors and question sets, for the
+    caption, in `.attrs["notes"]`)."""
     grid.check(config, name)
     ours, paper = grid.rows(config, name), paper_rows(load_reference(reference), name)
     target = grid.TARGETS[name]
     if target.kind == "cost":
-        logs = {json.loads(Path(m).read_text()).get("run", Path(m).parent.name): json.loads(Path(m).read_text())
-                for m in metrics}
+        read = [(m, read_json(m, "training log")) for m in metrics]
+        logs = {log.get("run", Path(m).parent.name): log for m, log in read}
         missing = [r for r in ours.values() if r not in logs]
         if missing:
             raise SystemExit(f"{name}: no training log for run(s) {', '.join(missing)} among the inputs")
         return cost_table(logs, ours, paper)
     s = load_summaries(summaries)
     bench = grid.benchmarks(config, name)
+    bases = baselines(config, name)
     if target.kind == "frames":
-        return frames_table(s, ours, bench, grid.frames(config, name), paper)
-    return accuracy_table(s, ours, bench, grid.frames(config, name)[0], paper)
+        return frames_table(s, ours, bench, grid.frames(config, name), paper, bases)
+    return accuracy_table(s, ours, bench, grid.frames(config, name)[0], paper, bases)
 
 
 def main(argv=None) -> int:
@@ -254,7 +521,7 @@ def main(argv=None) -> int:
     except grid.GridError as e:
         raise SystemExit(str(e)) from None
     paper = paper_rows(load_reference(a.reference), a.table)
-    write(df, a.out, grid.TARGETS[a.table].title, notes(config, a.table, paper))
+    write(df, a.out, grid.TARGETS[a.table].title, notes(config, a.table, paper) + df.attrs.get("notes", []))
     logger.info("%s written to %s.{csv,md,tex}", a.table, a.out)
     return 0
 
