@@ -2,6 +2,9 @@
 
 from types import SimpleNamespace
 
+import numpy as np
+import pytest
+
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -71,7 +74,7 @@ def ktr_trainer(world, model_dir, tmp_path, **settings):
 
 def test_trainer_scores_equal_the_direct_reference(world, tiny_model_dir, tmp_path):
     """Zeroed features / re-encoded shuffled frames through the plain model give the trainer's scores to 1e-5."""
-    trainer = ktr_trainer(world, tiny_model_dir, tmp_path, chunk=5)
+    trainer = ktr_trainer(world, tiny_model_dir, tmp_path, chunk=5, temporal_unit="patch")
     proc, plain = trainer.processing_class, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
     rec = records(world)[1]
     frames = load_frames(rec, world, VIDEO_CFG)
@@ -112,7 +115,7 @@ def _row_logps(model, ids, videos, n, frames=None):
 def test_shared_prompt_passes_equal_per_row_reference_on_a_padded_batch(world, tiny_model_dir, tmp_path):
     """Two questions x two rollouts of different lengths: the group-shared prompt cache, the reuse of generation's
     vision features and the batched variants give every row the scores of its own plain forward (1e-5)."""
-    trainer = ktr_trainer(world, tiny_model_dir, tmp_path, chunk=4)
+    trainer = ktr_trainer(world, tiny_model_dir, tmp_path, chunk=4, temporal_unit="patch")
     proc, plain = trainer.processing_class, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
     recs = records(world)[:2]
     frames = [load_frames(r, world, VIDEO_CFG) for r in recs]
@@ -174,3 +177,71 @@ def test_generation_tap_gives_the_full_pass_scores(world, tiny_model_dir, tmp_pa
     for key in ("E", "V", "T"):
         assert torch.allclose(tapped[key][valid], full[key][valid], atol=1e-4), key
     assert valid.sum() > 4 and full["T"][valid].max() > 1e-6
+
+
+def test_frame_unit_temporal_counterfactual_is_the_processed_permuted_frames(world, tiny_model_dir, tmp_path):
+    """temporal_unit 'frame' (default): the T pass sees exactly what the processor makes of the reordered decoded
+    frames (the paper, Video-R1, the authors' code), and the scores equal the plain model on those frames."""
+    trainer = ktr_trainer(world, tiny_model_dir, tmp_path, chunk=5)
+    assert trainer.ktr.temporal_unit == "frame"
+    proc, plain = trainer.processing_class, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    rec = records(world)[1]
+    frames = load_frames(rec, world, VIDEO_CFG)
+    prompt, completion = prompt_text(proc, rec), sft_target(rec) + "<|im_end|>"
+    batch = encode(proc, [prompt + completion], [frames], VIDEO_CFG["fps"])
+    n = len(proc.tokenizer(completion)["input_ids"])
+    trainer._videos, trainer._frames = split_videos(batch), [frames]
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    output = {"prompt_ids": ids[:, :-n], "prompt_mask": mask[:, :-n], "completion_ids": ids[:, -n:],
+              "completion_mask": mask[:, -n:]}
+    perm = temporal_permutation(len(frames), torch.Generator().manual_seed(0))  # the trainer's first draw
+    trainer._perm_rng.manual_seed(0)
+    shuffled_input = trainer.frame_shuffled_clips([0])[0]
+    assert np.array_equal(shuffled_input, frames[perm.numpy()])
+    assert sorted(perm.tolist()) == list(range(16)) and (perm.view(8, 2)[:, 1] != perm.view(8, 2)[:, 0] + 1).any()
+    shuffled = encode(proc, [prompt + completion], [frames[perm.numpy()]], VIDEO_CFG["fps"])
+    processed = proc.video_processor(videos=[shuffled_input], return_tensors="pt")
+    assert torch.equal(processed["pixel_values_videos"], shuffled["pixel_values_videos"])
+
+    scores = trainer.attribution_scores(output)
+    full, _ = _plain_logps(plain, batch, n)
+    shuf, _ = _plain_logps(plain, shuffled, n)
+    assert torch.allclose(scores["T"], (full - shuf).abs(), atol=1e-5) and scores["T"].max() > 1e-6
+
+
+def test_other_clip_with_one_prompt_group_takes_another_video_of_the_dataset(world, tiny_model_dir, tmp_path):
+    """Fig. 10 visual-replace in the paper's layout (one question group per device): no error; the V pass sees the
+    encoded clip of another training video at this clip's grid, and the scores equal the plain model fed those
+    features."""
+    from videoktr.rl.attribution import visual_perturbation
+
+    with pytest.raises(ValueError, match="two prompt groups"):
+        visual_perturbation([torch.ones(4, 3)], "other_clip", torch.Generator(), 1)
+    trainer = ktr_trainer(world, tiny_model_dir, tmp_path, chunk=5, signals=("V",), visual_perturbation="other_clip")
+    proc, plain = trainer.processing_class, Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    rec = records(world)[0]
+    assert records(world)[1]["path"] != rec["path"]
+    frames = load_frames(rec, world, VIDEO_CFG)
+    prompt, completion = prompt_text(proc, rec), sft_target(rec) + "<|im_end|>"
+    batch = encode(proc, [prompt + completion] * 2, [frames] * 2, VIDEO_CFG["fps"])  # one group of 2 rollouts
+    n = len(proc.tokenizer(completion)["input_ids"])
+    trainer._videos, trainer._frames, trainer._batch_rows = split_videos(batch), [frames] * 2, [rec] * 2
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    output = {"prompt_ids": ids[:, :-n], "prompt_mask": mask[:, :-n], "completion_ids": ids[:, -n:],
+              "completion_mask": mask[:, -n:]}
+    donated = []
+    donor_features = trainer.donor_features
+    trainer.donor_features = lambda model, reps: donated.append(donor_features(model, reps)) or donated[-1]
+    scores = trainer.attribution_scores(output)
+    assert len(donated) == 1 and len(donated[0]) == 1
+    own = plain.model.visual(batch["pixel_values_videos"][: batch["pixel_values_videos"].size(0) // 2],
+                             grid_thw=batch["video_grid_thw"][:1]).pooler_output
+    assert donated[0][0].shape == own.shape and not torch.allclose(donated[0][0], own)
+    full, _ = _plain_logps(plain, batch, n)
+    hook = plain.model.visual.register_forward_hook(lambda mod, args, out: out.__class__(
+        **{**out, "pooler_output": torch.cat([donated[0][0]] * 2)}))
+    try:
+        other, _ = _plain_logps(plain, batch, n)
+    finally:
+        hook.remove()
+    assert torch.allclose(scores["V"], (full - other).abs(), atol=1e-5) and scores["V"].max() > 1e-5

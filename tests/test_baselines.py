@@ -146,7 +146,7 @@ def logged(trainer, key):
 def test_tgrpo_step_runs_shuffled_rollouts_and_logs(world, tiny_model_dir, tmp_path):
     recs = [r for r in records(world) if len({f.tobytes() for f in load_frames(r, world, VIDEO_CFG)[::2]}) == 8][:1]
     assert recs, "the world needs a clip whose 8 frame pairs all differ"
-    trainer = make(TGRPOTrainer, world, tiny_model_dir, tmp_path, recs)
+    trainer = make(TGRPOTrainer, world, tiny_model_dir, tmp_path, recs, temporal_unit="patch")
     calls = []
     sample = trainer._generate_single_turn
 
@@ -167,6 +167,32 @@ def test_tgrpo_step_runs_shuffled_rollouts_and_logs(world, tiny_model_dir, tmp_p
     assert logged(trainer, "tgrpo/bonus_applied")[0] in (0.0, 1.0)
     assert 0.0 <= logged(trainer, "tgrpo/shuffled_accuracy")[0] <= 1.0
     assert trainer.state.global_step == 1
+
+
+def test_tgrpo_frame_unit_shuffles_decoded_frames_before_the_processor(world, tiny_model_dir, tmp_path):
+    """temporal_unit 'frame' (default, Video-R1's code): the shuffled rollouts see the processor's output for the
+    clip's frames in a new order (not whole 2-frame patches)."""
+    from videoktr.rl.attribution import temporal_permutation
+
+    recs = records(world)[:1]
+    trainer = make(TGRPOTrainer, world, tiny_model_dir, tmp_path, recs)
+    assert trainer.temporal_unit == "frame"
+    calls = []
+    sample = trainer._generate_single_turn
+
+    def spy(prompt_ids, images, fields, n):
+        calls.append(fields["pixel_values_videos"].clone())
+        return sample(prompt_ids, images, fields, n)
+
+    trainer._generate_single_turn = spy
+    trainer.train()
+    frames = load_frames(recs[0], world, VIDEO_CFG)
+    perm = temporal_permutation(len(frames), torch.Generator().manual_seed(0))  # seed 0, step 0, group 0
+    assert (perm.view(-1, 2)[:, 1] != perm.view(-1, 2)[:, 0] + 1).any()  # not a permutation of frame pairs
+    expected = encode(trainer.processing_class, [prompt_text(trainer.processing_class, recs[0])],
+                      [frames[perm.numpy()]], VIDEO_CFG["fps"])["pixel_values_videos"]
+    rows = expected.size(0)
+    assert len(calls) == 2 and torch.equal(calls[1][:rows], expected) and torch.equal(calls[1][rows:], expected)
 
 
 def test_tgrpo_bonus_lands_in_the_accuracy_column(world, tiny_model_dir, tmp_path):

@@ -58,14 +58,22 @@ def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(world, tiny_mode
     assert proc.poll() is None, "training ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = max(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*"))
+    # the newest complete checkpoint (the kill may have cut the next one off mid-write: the rerun skips that one)
+    from videoktr.rl.run import checkpoint_problem
+
+    killed_at = max(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*") if checkpoint_problem(p) is None)
     assert killed_at < TRAIN["max_steps"] and not (cut / "metrics.json").exists()
 
     res = subprocess.run(command(world, tiny_model_dir, cut, records), env=env, capture_output=True, text=True,
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     resumed = json.loads((cut / "metrics.json").read_text())
-    assert resumed["resumed_from"] and resumed["resumed_from"].endswith(f"checkpoint-{killed_at}")
+    assert resumed["resumed_from"] == [f"checkpoint-{killed_at}"] and resumed["segments"] == 2
+    # the cost covers the whole run: the killed segment up to its checkpoint, then the resumed one
+    cost = resumed["cost"]
+    assert cost["optimizer_steps"] == 6 and cost["unaccounted_steps"] == 0
+    assert [(s["from_step"], s["to_step"]) for s in cost["per_segment"]] == [(0, killed_at), (killed_at, 6)]
+    assert cost["train_seconds"] > cost["per_segment"][1]["seconds"] and cost["forward_flops"] > 0
     assert final(resumed)[:2] == final(expected)[:2] == (6, 6)
     assert final(resumed)[2] == final(expected)[2], (final(resumed), final(expected))
     # The tiny random model earns no reward, so its loss is 0.0 at every step and the line above compares little;

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from videoktr.report import grid
-from videoktr.report import tables, uncertainty
+from videoktr.report import table_output, tables, uncertainty
 from videoktr.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -307,7 +307,7 @@ def test_table2_cells_carry_intervals_and_the_paired_differences_it_draws(tmp_pa
                                                              abs=0.02)
     # the paper's rows keep their numbers, without intervals
     assert df.loc["KTR-E", "paper Avg"] == 51.0 and "paper Avg_lo" not in df.columns
-    tables.write(df, tmp_path / "t/table2", "Table 2", ["n"])
+    table_output.write(df, tmp_path / "t/table2", "Table 2", ["n"])
     md = (tmp_path / "t/table2.md").read_text()
     cell = uncertainty.fmt_interval(df.loc["KTR-V", "mean"], df.loc["KTR-V", "mean_lo"], df.loc["KTR-V", "mean_hi"])
     assert f"| {cell}" in md and "## Paired differences" in md
@@ -335,7 +335,7 @@ def test_without_per_question_scores_the_interval_is_empty_not_invented(tmp_path
     assert df[["mean_lo", "mean_hi", "tiny_temporal_lo", "mean vs GRPO_lo"]].isna().all().all()
     assert df.loc["KTR-VET", "mean vs GRPO"] == pytest.approx(df.loc["KTR-VET", "mean"] - df.loc["GRPO", "mean"],
                                                              abs=0.02)
-    tables.write(df, tmp_path / "t/table2", "Table 2", ["n"])
+    table_output.write(df, tmp_path / "t/table2", "Table 2", ["n"])
     md = (tmp_path / "t/table2.md").read_text()
     row = next(x for x in md.splitlines() if x.startswith("| KTR-V "))
     assert "[" not in row and f"{df.loc['KTR-V', 'mean']:.1f}".rstrip("0").rstrip(".") in row  # the bare value

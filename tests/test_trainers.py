@@ -63,7 +63,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_a_changed_config_starts_af
                   seed=0, callbacks=[KillAfterSave(2)])
     first = train_run("ktr", run, tiny_model_dir, recs, world, tmp_path / "w", tmp_path / "out",
                       video_cfg=VIDEO_CFG, seed=0)
-    assert first["resumed_from"].endswith("checkpoint-2") and first["global_step"] == 3
+    assert first["resumed_from"] == ["checkpoint-2"] and first["global_step"] == 3
     shares = [h["ktr/union_share"] for h in first["log_history"] if "ktr/union_share" in h]
     assert shares and all(0.19 <= s <= 0.61 for s in shares)
     # token log: every valid completion token of every step, with scores and selections
@@ -80,19 +80,19 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_a_changed_config_starts_af
     run["train"]["lr"] = 2e-3  # another config: the old checkpoints are not resumed
     again = train_run("ktr", run, tiny_model_dir, recs, world, tmp_path / "w", tmp_path / "out2",
                       video_cfg=VIDEO_CFG, seed=0)
-    assert again["resumed_from"] is None and again["global_step"] == 3
+    assert again["resumed_from"] == [] and again["global_step"] == 3
     # the starting model counts by identity, not by path: the same files elsewhere resume, a rewritten one does not
     import os
     import shutil
 
     model2 = tmp_path / "model2"
     shutil.copytree(tiny_model_dir, model2)  # copy2 keeps sizes and times: the same model
-    same = train_run("ktr", run, model2, recs, world, tmp_path / "w", tmp_path / "out3", video_cfg=VIDEO_CFG, seed=0)
-    assert same["resumed_from"].endswith("checkpoint-3")
+    same = train_run("ktr", run, model2, recs, world, tmp_path / "w", tmp_path / "out2", video_cfg=VIDEO_CFG, seed=0)
+    assert same == again  # a finished run with its model in place is reused, not trained again
     weights = next(model2.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten in place
     fresh = train_run("ktr", run, model2, recs, world, tmp_path / "w", tmp_path / "out4", video_cfg=VIDEO_CFG, seed=0)
-    assert fresh["resumed_from"] is None and fresh["global_step"] == 3
+    assert fresh["resumed_from"] == [] and fresh["global_step"] == 3
 
 
 def _ktr(world, model_dir, tmp_path, **settings):
@@ -212,3 +212,101 @@ def test_cost_meter_measures_time_memory_and_forward_flops_of_a_run(world, tiny_
     # GRPO's policy forward outside generation is the loss forward alone; KTR adds three decoder passes (prompts
     # once per group) and the chunked vocabulary projections
     assert cost["ktr"]["forward_flops"] > 1.2 * cost["grpo"]["forward_flops"]
+
+
+# -- the paper path's training settings --------------------------------------------------------------------------------
+SCHEDULE = ("lr_scheduler_type", "warmup_ratio", "weight_decay", "max_grad_norm")
+
+
+def _schedule(args):
+    return (str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)), args.warmup_steps,
+            args.weight_decay, args.max_grad_norm)
+
+
+def test_kl_estimator_defaults_to_plain_k3_and_bias_corrected_is_trls(tmp_path):
+    from videoktr.config import schema_defaults
+
+    assert schema_defaults("train")["kl_estimator"] == "k3"
+    assert grpo_config(TRAIN, tmp_path, 0, []).use_bias_correction_kl is False
+    assert grpo_config(dict(TRAIN, kl_estimator="k3"), tmp_path, 0, []).use_bias_correction_kl is False
+    assert grpo_config(dict(TRAIN, kl_estimator="bias_corrected"), tmp_path, 0, []).use_bias_correction_kl is True
+
+
+def test_schedule_keys_default_to_what_the_demo_trained_with_and_paper_yaml_has_the_authors_values(tmp_path):
+    import yaml
+    from trl import GRPOConfig
+
+    from videoktr.config import schema_defaults
+
+    defaults = {k: v for k, v in schema_defaults("train").items() if k in SCHEDULE}
+    trl = GRPOConfig(output_dir=str(tmp_path / "trl"), use_cpu=True, bf16=False)
+    assert _schedule(grpo_config(dict(TRAIN, **defaults), tmp_path, 0, [])) == _schedule(trl)
+    assert _schedule(grpo_config(TRAIN, tmp_path, 0, [])) == _schedule(trl)  # keys absent: the same
+    with open("config/paper.yaml") as f:
+        paper = yaml.safe_load(f)["train"]
+    paper = {**schema_defaults("train"), **paper, "deepspeed": None}
+    args = grpo_config(paper, tmp_path, 0, [])
+    # the authors' run_grpo_video_ktr.sh: --lr_scheduler_type cosine --weight_decay 0.01 --max_grad_norm 5, no warmup
+    assert _schedule(args) == ("cosine", 0, 0.01, 5.0) and args.use_bias_correction_kl is False
+
+
+def test_trained_with_reads_the_built_trainer(world, tiny_model_dir, tmp_path):
+    from videoktr.rl.ktr import KTRSettings, KTRTrainer
+    from videoktr.rl.run import trained_with
+
+    proc = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir)
+    train = dict(TRAIN, lr_scheduler_type="cosine", weight_decay=0.01, max_grad_norm=5.0, warmup_ratio=0.1,
+                 kl_estimator="bias_corrected")
+    trainer = KTRTrainer(model=model, reward_funcs=[AccuracyReward(), format_reward_func],
+                         args=grpo_config(train, tmp_path, 0, vision_token_ids(model)),
+                         train_dataset=to_dataset(records(world)[:2]), processing_class=proc, data_dir=world,
+                         video_cfg=VIDEO_CFG, ktr=KTRSettings(ratio=0.3, signals=("V", "T"), temporal_unit="patch"))
+    got = trained_with(trainer)
+    assert got["learning_rate"] == 1e-3 and got["beta"] == 0.04 and got["num_generations"] == 2
+    assert got["temperature"] == 1.0 and got["lr_scheduler_type"] == "cosine" and got["warmup_steps"] == 0.1
+    assert got["weight_decay"] == 0.01 and got["max_grad_norm"] == 5.0 and got["kl_estimator"] == "bias_corrected"
+    assert got["ratio"] == 0.3 and got["signals"] == ["V", "T"] and got["temporal_unit"] == "patch"
+    assert got["video_pixels"] == [3136, 3136]
+    import json
+
+    json.dumps(got)  # goes into metrics.json
+
+
+def test_gradient_diagnostics_stay_out_of_the_measured_cost(world, tiny_model_dir, tmp_path, monkeypatch):
+    """Table 4: only Video-KTR runs gradient diagnostics; their time and forwards are not in its measured cost."""
+    import time
+
+    from videoktr.rl import ktr as ktr_module
+    from videoktr.rl.cost_meter import CostMeter
+    from videoktr.rl.ktr import KTRSettings, KTRTrainer
+
+    proc = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir)
+    trainer = KTRTrainer(model=model, reward_funcs=[AccuracyReward(), format_reward_func],
+                         args=grpo_config(dict(TRAIN, max_steps=2), tmp_path, 0, vision_token_ids(model)),
+                         train_dataset=to_dataset(records(world)[:2]), processing_class=proc, data_dir=world,
+                         video_cfg=VIDEO_CFG, ktr=KTRSettings(signals=("E",)), diagnostics_every=1)
+    meter = CostMeter(trainer)
+    trainer.add_callback(meter)
+    seen = []
+
+    def slow_diagnostics(tr, mdl, inputs):  # a metered module's forward that takes 0.5 s
+        head = tr.accelerator.unwrap_model(mdl).lm_head
+        hook = head.register_forward_pre_hook(lambda *a: time.sleep(0.5))
+        before = meter.forward_seconds
+        try:
+            with torch.no_grad():
+                head(torch.zeros(1, head.in_features))
+        finally:
+            hook.remove()
+        seen.append(meter.forward_seconds - before)
+        return {"step": tr.state.global_step}
+
+    monkeypatch.setattr(ktr_module.gradients, "diagnostics", slow_diagnostics)
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    assert len(seen) == 2 and seen == [0.0, 0.0]  # no forward time of the diagnostics in the meter
+    assert trainer.diagnostics_seconds >= 1.0
+    assert meter.summary()["train_seconds"] <= wall - 1.0  # the meter's wall clock leaves the diagnostics out

@@ -174,15 +174,15 @@ def cmd_hub_records(a, cfg):
 
 def cmd_filter_shard(a, cfg):
     """One shard of the difficulty filter (resumable through --partial)."""
-    from videoktr.eval.filtering import check_backend, run_shard, select_questions, shard_of
-    from videoktr.eval.backends import BackendUnavailable, make_backend
+    from videoktr.eval.backends import BackendUnavailable
+    from videoktr.eval.filtering import check_backend, filter_backend, run_shard, select_questions, shard_of
     from videoktr.provenance import model_fingerprint
     from videoktr.data.records import load_json_records
 
     f, v = cfg["filter"], cfg["video"]
     try:
         check_backend(f["backend"])
-        backend = make_backend(f["backend"], a.model, seed=cfg["seed"], eval_cfg={"vllm": f.get("vllm") or {}})
+        backend = filter_backend(f["backend"], a.model, seed=cfg["seed"], filter_cfg=f, video_cfg=v)
     except BackendUnavailable as err:
         raise SystemExit(f"videoktr filter-shard: {err}") from None
     records = shard_of(select_questions(load_json_records(a.records), f["max_questions"], cfg["seed"]), int(a.shard),

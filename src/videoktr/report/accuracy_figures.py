@@ -11,7 +11,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from videoktr.report import grid, tables, uncertainty
+from videoktr.report import grid, summaries as inputs, tables, uncertainty
+from videoktr.report.table_output import accuracy_columns
 from videoktr.report.plotting import pyplot, save
 
 ACCURACY_FIGURES = ("fig3a", "fig3b", "fig7", "fig8", "fig9", "fig10")
@@ -32,7 +33,7 @@ def accuracy_figure(table: pd.DataFrame, stem, title: str, ours_note: str, paper
     paired differences included).  `notes` (errors, mixed question sets) are printed under the figure."""
     plt = pyplot()
     t = table.reset_index()
-    ours = tables.accuracy_columns(table)
+    ours = accuracy_columns(table)
     if ours:
         bench = [c for c in ours if c != "mean"]
     else:  # a table without intervals (built elsewhere): its accuracy columns by name
@@ -109,7 +110,7 @@ def subtask_table(summaries: pd.DataFrame, rows: dict[str, str], benchmarks: lis
     out = []
     for label, run in rows.items():
         for k, b in enumerate(benchmarks):
-            s = tables.summary_of(summaries, run, b, frames)
+            s = inputs.summary_of(summaries, run, b, frames)
             for sub, v in s["subtasks"].items():
                 lo, hi = uncertainty.interval(subtask_scores(s, sub), stream=k) or (np.nan, np.nan)
                 out.append({"method": label, "run": run, "benchmark": b, "subtask": sub,
@@ -158,7 +159,7 @@ def build_accuracy(name: str, a) -> None:
         grid.check(config, name)
     except grid.GridError as e:
         raise SystemExit(str(e)) from None
-    summaries = tables.load_summaries(a.summaries)
+    summaries = inputs.load_summaries(a.summaries)
     bench, frames = grid.benchmarks(config, name), grid.frames(config, name)[0]
     tiny = any(b.startswith("tiny_") for b in bench)
     ours_note = (f"{', '.join(bench)} at {frames} frames; error bars: 95% bootstrap interval over the questions"
@@ -169,7 +170,7 @@ def build_accuracy(name: str, a) -> None:
     if name == "fig3b":
         fig3b_subtasks(subtask_table(summaries, rows, bench, frames), a.out, title, ours_note, notes)
         return
-    paper = tables.paper_rows(tables.load_reference(a.reference), name)
+    paper = inputs.paper_rows(inputs.load_reference(a.reference), name)
     t = tables.accuracy_table(summaries, rows, bench, frames, paper, tables.baselines(config, name))
     stated = sorted({f for f in paper["frames"] if f}, key=float)
     paper_note = "Qwen2.5-VL-7B on the paper's benchmarks" + (f" at {'/'.join(stated)} frames" if stated else "")

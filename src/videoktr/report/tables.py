@@ -35,6 +35,9 @@ from pathlib import Path
 import pandas as pd
 
 from videoktr.report import grid, uncertainty
+from videoktr.report.summaries import (load_reference, load_summaries, paper_rows, read_json,
+                                       summary_of)
+from videoktr.report.table_output import write
 from videoktr.config import sft_models
 
 logger = logging.getLogger(__name__)
@@ -51,69 +54,6 @@ COST = [("train_seconds", "train time (s)", 1.0, "train_hours"),
         ("forward_flops", "forward GFLOPs", 1e-9, "fwd_TFLOPs_per_gpu")]
 # TRL's own log (log_history) has these two when the cost dict is absent.
 TRL_FALLBACK = {"train_seconds": "train_runtime", "samples_per_second": "train_samples_per_second"}
-
-
-# -- inputs ----------------------------------------------------------------------------------------------------------
-SUMMARY_KEYS = ("model", "benchmark", "frames", "accuracy")
-SUMMARY_COLUMNS = ["model", "benchmark", "frames", "accuracy", "answered", "unparseable", "questions", "errors",
-                   "subtasks", "scores", "question_set", "path"]
-
-
-def read_json(path, what: str) -> dict:
-    """One JSON object from `path`; a missing, unreadable or corrupt file stops with ONE line naming it and why."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise SystemExit(f"{path}: {what} not found") from None
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"{path}: corrupt {what}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
-                         ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SystemExit(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise SystemExit(f"{path}: corrupt {what}: a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def load_summaries(paths) -> pd.DataFrame:
-    """The evaluation summaries (*.summary.json) as a table: one row per (model, benchmark, frames), with the error
-    count, the per-question scores ({id: score}, None in a summary without them) and the question set's digest."""
-    rows = []
-    for p in paths:
-        r = read_json(p, "evaluation summary")
-        missing = [k for k in SUMMARY_KEYS if k not in r]
-        if missing:
-            raise SystemExit(f"{p}: corrupt evaluation summary: no {', '.join(missing)}")
-        try:
-            acc = float(r["accuracy"])
-        except (TypeError, ValueError):
-            raise SystemExit(f"{p}: corrupt evaluation summary: accuracy {r['accuracy']!r} is not a number") from None
-        errors = r.get("errors")
-        rows.append({"model": r["model"], "benchmark": r["benchmark"], "frames": r["frames"], "accuracy": acc,
-                     "answered": r.get("answered"), "unparseable": r.get("unparseable"),
-                     "questions": r.get("questions"),
-                     "errors": int(errors) if errors is not None else len(r.get("error_ids") or {}),
-                     "subtasks": r.get("subtasks", {}), "scores": uncertainty.question_scores(r),
-                     "question_set": uncertainty.question_set(r), "path": str(p)})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS, dtype=object)  # object: None stays None (not NaN)
-
-
-def load_reference(path) -> pd.DataFrame:
-    ref = pd.read_csv(path, dtype={"frames": str}, keep_default_na=False)
-    ref["value"] = pd.to_numeric(ref["value"])
-    return ref
-
-
-def paper_rows(ref: pd.DataFrame, table: str) -> pd.DataFrame:
-    return ref[ref["table"] == table]
-
-
-def summary_of(summaries: pd.DataFrame, run: str, bench: str, frames: int) -> pd.Series:
-    """The summary of one evaluation of a grid row's run (a row of `load_summaries`); it must be among the inputs."""
-    hit = summaries[(summaries["model"] == run) & (summaries["benchmark"] == bench) & (summaries["frames"] == frames)]
-    if hit.empty:
-        raise SystemExit(f"no evaluation summary for run {run!r} on {bench} at {frames} frames among the inputs")
-    return hit.iloc[0]
 
 
 def _labels(ours: dict[str, str], paper: pd.DataFrame) -> list[str]:
@@ -342,10 +282,6 @@ INTERVAL_NOTE = (f"ours as 'accuracy [lo, hi]': the {uncertainty.LEVEL:.0%} perc
                  f"questions ({uncertainty.RESAMPLES} resamples, fixed seed; the mean's: questions resampled within "
                  "each benchmark); a value without brackets has no per-question scores in its summary (no interval); "
                  "the paper's numbers have none")
-DIFFERENCE_NOTE = ("each cell is the paired bootstrap difference over the same question ids with its 95% interval; "
-                   "(n.s.): the interval contains 0, i.e. no difference shown at this number of questions; [--]: no "
-                   "per-question scores, so no interval")
-
 
 # -- notes and output ------------------------------------------------------------------------------------------------
 def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
@@ -398,89 +334,6 @@ def starting_models(config: dict, name: str) -> str:
         by.setdefault(m, []).append(label)
     return "; ".join([f"{', '.join(labels)} from {m} ({what(m)})" for m, labels in by.items()]
                      + [f"{label} is {m} ({what(m)})" for label, m in itself.items()])
-
-
-def accuracy_columns(df: pd.DataFrame) -> list[str]:
-    """Our accuracy columns (each benchmark and "mean"): those with an interval beside them."""
-    return [c for c in df.columns if f"{c}_lo" in df.columns and f"{c}_hi" in df.columns and " vs " not in c]
-
-
-def difference_columns(df: pd.DataFrame) -> dict[str, list[str]]:
-    """{baseline label: its difference columns "c vs BASE"} in column order."""
-    ours = set(accuracy_columns(df))
-    out: dict[str, list[str]] = {}
-    for c in df.columns:
-        col, _, base = c.partition(" vs ")
-        if base and col in ours and f"{c}_lo" in df.columns:
-            out.setdefault(base, []).append(c)
-    return out
-
-
-def _cell(value, lo, hi, errors) -> str | None:
-    if value is None or value != value:
-        return None
-    text = uncertainty.fmt_interval(value, lo, hi)
-    return text + (f" ({int(errors)} err)" if errors == errors and errors else "")
-
-
-def display(df: pd.DataFrame) -> pd.DataFrame:
-    """The table as shown in Markdown and LaTeX: each accuracy of ours as "45.8 [31.2, 60.4]" (its 95% interval;
-    the bare value without per-question scores), "(3 err)" beside a cell whose evaluation had error rows; the paper's
-    columns as they are. Intervals, errors and differences have no columns of their own here."""
-    ours = accuracy_columns(df)
-    hidden = {f"{c}_{x}" for c in ours for x in ("lo", "hi", "errors")}
-    hidden |= {f"{c}{x}" for cols in difference_columns(df).values() for c in cols for x in ("", "_lo", "_hi")}
-    out = df[[c for c in df.columns if c not in hidden]].astype(object)
-    for c in ours:
-        err = df[f"{c}_errors"] if f"{c}_errors" in df.columns else pd.Series(math.nan, index=df.index)
-        out[c] = pd.Series([_cell(v, lo, hi, e) for v, lo, hi, e in zip(df[c], df[f"{c}_lo"], df[f"{c}_hi"], err)],
-                           index=df.index, dtype=object)
-    return out.astype(object).where(out.notna(), None)
-
-
-def differences(df: pd.DataFrame) -> pd.DataFrame | None:
-    """The paired differences as shown (long): one row per (row of ours, baseline), a column per benchmark and the
-    mean, each "+1.2 [-3.1, +5.4] (n.s.)"; None when the table compares nothing."""
-    cols = difference_columns(df)
-    if not cols:
-        return None
-    out = []
-    for base, cs in cols.items():
-        for idx, r in df.iterrows():
-            if all(r[c] != r[c] for c in cs):  # not compared with this baseline
-                continue
-            key = dict(zip(df.index.names, idx if isinstance(idx, tuple) else (idx,)))
-            out.append(key | {"vs": base} | {c.partition(" vs ")[0]: uncertainty.fmt_difference(
-                r[c], r[f"{c}_lo"], r[f"{c}_hi"]) for c in cs})
-    return pd.DataFrame(out, dtype=object) if out else None
-
-
-def latex_text(text: str) -> str:
-    """Plain text for a LaTeX caption (pandas escapes cells, not captions): % _ & # $ { } ~ ^ \\ escaped."""
-    table = {"\\": r"\textbackslash{}", "%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",
-             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    return "".join(table.get(ch, ch) for ch in text)
-
-
-def write(df: pd.DataFrame, stem, title: str, lines: list[str]) -> None:
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(f"{stem}.csv")
-    shown = display(df) if accuracy_columns(df) else df.astype(object).where(df.notna(), None)
-    diff = differences(df)
-    body = shown.reset_index().to_markdown(index=False, floatfmt="g", missingval="--")
-    md = f"# {title}\n\n" + "".join(f"> {x}\n>\n" for x in lines) + "\n" + body + "\n"
-    if diff is not None:
-        md += (f"\n## Paired differences (ours, percentage points: the row minus the `vs` row)\n\n"
-               f"> {DIFFERENCE_NOTE}\n\n" + diff.to_markdown(index=False, missingval="--") + "\n")
-    Path(f"{stem}.md").write_text(md)
-    latex = shown.to_latex(na_rep="--", float_format=lambda v: f"{v:g}", escape=True,
-                           caption=latex_text(f"{title}. " + ". ".join(lines) + "."), label=f"tab:{stem.name}")
-    if diff is not None:
-        latex += "\n" + diff.to_latex(index=False, na_rep="--", escape=True, label=f"tab:{stem.name}-differences",
-                                      caption=latex_text(f"{title}: paired differences (ours, percentage points: "
-                                                         f"the row minus the vs row). {DIFFERENCE_NOTE}"))
-    Path(f"{stem}.tex").write_text("% needs \\usepackage{booktabs,multirow}\n" + latex)
 
 
 def build(name: str, config: dict, reference, summaries=(), metrics=()) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 Scores per completion token:
 - visual:   |log p(y_t | full) - log p(y_t | video perturbed)|   (default perturbation: features zeroed)
-- temporal: |log p(y_t | full) - log p(y_t | temporal patches reordered)|   (default: random shuffle)
+- temporal: |log p(y_t | full) - log p(y_t | frames reordered)|   (default: random shuffle of the decoded frames;
+  `temporal_unit: patch` reorders the encoded 2-frame temporal patches instead)
 - entropy:  H_t of the policy's next-token distribution over the full vocabulary.
 Each enabled signal selects its top r% of valid tokens within a scope (group, sequence or global batch); the
 key-token mask is their union. Ablations swap the log-prob difference for a distance between full next-token
@@ -152,9 +153,18 @@ def permute_slices(features: torch.Tensor, grid_thw: torch.Tensor, perm: torch.T
     return features.view(t, h * w // (merge * merge), -1)[perm].reshape(features.shape)
 
 
+def other_clip_in_batch(features: list[torch.Tensor], group_size: int = 1) -> bool:
+    """Can `other_clip` take the next prompt group's clip here: two groups or more, with equal token counts?"""
+    n = len(features)
+    return n > group_size and all(features[(i + group_size) % n].shape == f.shape for i, f in enumerate(features))
+
+
 def visual_perturbation(features: list[torch.Tensor], kind: str, generator: torch.Generator,
-                        group_size: int) -> list[torch.Tensor]:
-    """Perturbed features per clip: all zero, a random half of the video tokens zero, or another group's clip."""
+                        group_size: int, donors: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Perturbed features per clip: all zero, a random half of the video tokens zero, or another clip's features.
+
+    `other_clip`: the next prompt group's clip in the batch, or `donors` when given (KTRTrainer passes clips of other
+    videos of the training set, encoded at each clip's grid, when the device batch holds one group)."""
     if kind == "zero":
         return [torch.zeros_like(f) for f in features]
     if kind == "zero_half":
@@ -166,6 +176,10 @@ def visual_perturbation(features: list[torch.Tensor], kind: str, generator: torc
             out.append(g)
         return out
     if kind == "other_clip":  # the clip of the next prompt group (rollouts of one group share their clip)
+        if donors is not None:
+            if len(donors) != len(features) or any(d.shape != f.shape for d, f in zip(donors, features)):
+                raise ValueError("visual_perturbation 'other_clip': each donor clip needs its clip's token count")
+            return list(donors)
         n = len(features)
         if n <= group_size:
             raise ValueError("visual_perturbation 'other_clip' needs at least two prompt groups per device batch")

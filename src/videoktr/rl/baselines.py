@@ -1,7 +1,7 @@
 """The two baselines the paper compares with, on our VideoGRPOTrainer: T-GRPO (Video-R1) and TW-GRPO.
 
 T-GRPO (Video-R1). Besides the G ordered rollouts of a prompt, G // 2 rollouts are sampled on the same clip with its
-temporal patches (pairs of frames) shuffled. If the ordered group's mean accuracy >= mu * the shuffled group's, every
+frames shuffled before the processor (`temporal_unit: frame`, Video-R1's code; `patch`: pairs of frames move together). If the ordered group's mean accuracy >= mu * the shuffled group's, every
 correct ordered rollout gets +alpha on its accuracy reward (mu = 0.8, alpha = 0.3). The shuffled rollouts feed the
 bonus only, never the loss. "Correct" is accuracy > 0.1, as in Video-R1's code (equal to "== 1" for 0/1 accuracies;
 OCR/free-form/regression accuracies are continuous). Hook: `_calculate_rewards`, the one TRL method that sees the
@@ -78,6 +78,11 @@ def tgrpo_bonus(ordered_acc: torch.Tensor, group_ids: torch.Tensor, shuffled_acc
     return (qualifies & correct).to(ordered_acc.dtype) * alpha
 
 
+def shuffle_frames(frames: np.ndarray, perm: torch.Tensor) -> np.ndarray:
+    """Decoded frames in a new order (Video-R1's T-GRPO: `video_inputs[0][torch.randperm(n)]`)."""
+    return np.asarray(frames)[perm.numpy()]
+
+
 def shuffle_frame_pairs(frames: np.ndarray, perm: torch.Tensor, patch: int = 2) -> np.ndarray:
     """Frames reordered by temporal patch (`patch` consecutive frames move together); a ragged tail stays last."""
     n = len(frames) // patch
@@ -97,9 +102,12 @@ class TGRPOTrainer(VideoGRPOTrainer):
     """
 
     def __init__(self, *args, mu: float = 0.8, alpha: float = 0.3, correct_threshold: float = 0.1,
-                 accuracy_reward: str = "accuracy", **kwargs):
+                 accuracy_reward: str = "accuracy", temporal_unit: str = "frame", **kwargs):
         super().__init__(*args, **kwargs)
         self.mu, self.alpha, self.correct_threshold = mu, alpha, correct_threshold
+        if temporal_unit not in ("frame", "patch"):
+            raise ValueError(f"temporal_unit must be 'frame' or 'patch', not {temporal_unit!r}")
+        self.temporal_unit = temporal_unit
         if accuracy_reward not in self.reward_func_names:
             raise ValueError(f"T-GRPO needs the accuracy reward {accuracy_reward!r}; have {self.reward_func_names}")
         self.accuracy_index = self.reward_func_names.index(accuracy_reward)
@@ -146,12 +154,16 @@ class TGRPOTrainer(VideoGRPOTrainer):
 
     @torch.no_grad()
     def shuffled_accuracy(self, rows: list[dict], prompts: list, groups: list[int]) -> torch.Tensor:
-        """Sample one completion per row on its clip with temporal patches shuffled; their accuracy rewards."""
+        """Sample one completion per row on its clip with frames (or temporal patches) shuffled; their accuracy
+        rewards."""
         patch = getattr(self.processing_class.video_processor, "temporal_patch_size", 2)
         frames = []
         for row, g in zip(rows, groups):
             f = load_frames(row, self.data_dir, self.video_cfg)
-            frames.append(shuffle_frame_pairs(f, self.permutation(g, len(f) // patch), patch))
+            if self.temporal_unit == "frame":
+                frames.append(shuffle_frames(f, self.permutation(g, len(f))))
+            else:
+                frames.append(shuffle_frame_pairs(f, self.permutation(g, len(f) // patch), patch))
         prompt_ids, fields, _ = encode_prompts(self.processing_class, prompts, frames, self.video_cfg["fps"])
         # TRL's own sampler: same generation config (temperature, max_completion_length, suppressed vision tokens),
         # same unwrapping and EOS truncation as the ordered rollouts.

@@ -12,12 +12,13 @@ log-prob forward, so a naive video GRPO trains text-only. `VideoGRPOTrainer` fix
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 from trl import GRPOTrainer
 
-from videoktr.data.model_inputs import encode, load_frames, mm_token_type_ids
+from videoktr.data.model_inputs import apply_pixel_bounds, encode, load_frames, mm_token_type_ids
 
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 IMAGE_ONLY_KWARGS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes")
@@ -51,13 +52,19 @@ def join_videos(videos: list[dict]) -> dict:
 
 
 class VideoGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose dataset rows carry a clip `path` (relative to `data_dir`); every forward sees the clip."""
+    """GRPOTrainer whose dataset rows carry a clip `path` (relative to `data_dir`); every forward sees the clip.
+
+    The processor it gets is copied and given `video_cfg`'s pixel bounds (`apply_pixel_bounds`): a hub checkpoint's
+    own bounds never reach training (the caller's processor, saved with the trained model, is left as it is)."""
 
     def __init__(self, *args, data_dir: Path, video_cfg: dict, **kwargs):
+        if kwargs.get("processing_class") is not None and "min_pixels" in video_cfg:
+            kwargs["processing_class"] = apply_pixel_bounds(copy.deepcopy(kwargs["processing_class"]), video_cfg)
         super().__init__(*args, **kwargs)
         self.data_dir, self.video_cfg = Path(data_dir), video_cfg
         self._batch_rows: list[dict] = []  # dataset rows of the generation batch in flight
         self._videos: list[dict] = []  # per-sample video tensors aligned with the rows being scored
+        self._frames: list = []  # decoded frames of the generation batch's rows (frame-level counterfactuals)
 
     # -- generation -------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
@@ -73,6 +80,7 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _tokenize_prompts(self, prompts: list):
         frames = [load_frames(row, self.data_dir, self.video_cfg) for row in self._batch_rows]
+        self._frames = frames
         prompt_ids, fields, batch = encode_prompts(self.processing_class, prompts, frames, self.video_cfg["fps"])
         self._videos = split_videos(batch)
         return prompt_ids, None, fields

@@ -5,19 +5,23 @@ The method and its ablations: docs/method.md. Pure scores and selection rules: `
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from videoktr.config import schema_defaults
-from videoktr.data.model_inputs import mm_token_type_ids
+from videoktr.data.model_inputs import load_frames, mm_token_type_ids, video_metadata
 from videoktr.rl import gradients
 from videoktr.rl.attribution import (
     distribution_distance,
     key_token_masks,
     logprob_shift,
+    other_clip_in_batch,
     permute_slices,
     soft_weights,
     temporal_permutation,
@@ -25,6 +29,7 @@ from videoktr.rl.attribution import (
     union,
     visual_perturbation,
 )
+from videoktr.rl.cost_meter import CostMeter
 from videoktr.rl.grpo import VideoGRPOTrainer, join_videos
 from videoktr.rl.logits import chunked_log_softmax, entropy, head_log_softmax, tempered_log_softmax, token_logprobs
 from videoktr.rl.token_log import write_token_log
@@ -91,6 +96,39 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, videos: l
             inverse.append(len(reps))
             reps.append(i)
     return reps, torch.tensor(inverse, dtype=torch.long, device=prompt_ids.device)
+
+
+def clip_to_grid(frames: np.ndarray, n_frames: int, height: int, width: int) -> torch.Tensor:
+    """A clip as [n_frames, 3, height, width] uint8: frames picked uniformly over the clip (all of them, in order,
+    when it has n_frames), each resized (bicubic, antialiased) to height x width."""
+    idx = np.linspace(0, len(frames) - 1, n_frames).round().astype(int)
+    clip = torch.from_numpy(np.ascontiguousarray(np.asarray(frames)[idx])).permute(0, 3, 1, 2).float()
+    if clip.shape[-2:] != (height, width):
+        clip = torch.nn.functional.interpolate(clip, size=(height, width), mode="bicubic", antialias=True)
+    return clip.round().clamp(0, 255).to(torch.uint8)
+
+
+@contextmanager
+def unmetered(trainer):
+    """Work that Table 4's cost must not include (gradient diagnostics): the run's CostMeter skips the forwards inside
+    (as it skips generation's) and its wall clock starts later by the time spent, so time, forward latency and FLOPs
+    are those of the training step alone, as for the methods without diagnostics."""
+    meters = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CostMeter)]
+    before = [m.generating for m in meters]
+    for m in meters:
+        m.generating = True
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        spent = time.perf_counter() - start
+        trainer.diagnostics_seconds += spent
+        for m, b in zip(meters, before):
+            m.generating = b
+            if hasattr(m, "started"):
+                m.started += spent
 
 
 class GenerationTap:
@@ -169,6 +207,7 @@ class KTRTrainer(VideoGRPOTrainer):
         self.token_log_dir = Path(token_log_dir) if token_log_dir else None
         self.diagnostics_every = diagnostics_every
         self.gradient_rows: list[dict] = []
+        self.diagnostics_seconds = 0.0  # spent in gradient diagnostics, outside Table 4's measured cost
         self._perm_rng = torch.Generator()  # reseeded at every step (perturbation_seed)
         self._tap: GenerationTap | None = None  # what the batch's generation computed, for the attribution
         self._prompt_group: torch.Tensor | None = None  # per row of the batch in flight, set by the attribution
@@ -183,6 +222,61 @@ class KTRTrainer(VideoGRPOTrainer):
             return [per_clip[r] for r in reps]
         videos = join_videos([self._videos[r] for r in reps])
         return list(model.model.get_video_features(videos["pixel_values_videos"], videos["video_grid_thw"]).pooler_output)
+
+    def encode_clips(self, model, clips: list) -> list[torch.Tensor]:
+        """Vision features of decoded clips (processed by the training processor, one encoder run)."""
+        vp = self.processing_class.video_processor
+        batch = vp(videos=clips, video_metadata=video_metadata(clips, self.video_cfg["fps"]), return_tensors="pt")
+        return self._encode(model, batch)
+
+    @staticmethod
+    def _encode(model, batch) -> list[torch.Tensor]:
+        device = next(model.model.visual.parameters()).device
+        return list(model.model.get_video_features(batch["pixel_values_videos"].to(device),
+                                                   batch["video_grid_thw"].to(device)).pooler_output)
+
+    def frame_shuffled_clips(self, reps: list[int]) -> list[np.ndarray]:
+        """The representative rows' decoded clips with their frames reordered (`temporal_perturbation`, one draw per
+        question group, in batch order): what the paper, Video-R1 and the authors' code shuffle."""
+        if len(self._frames) != len(self._videos):
+            raise RuntimeError(f"{len(self._frames)} decoded clips for {len(self._videos)} rows: temporal_unit 'frame' "
+                               f"needs the generation batch's frames")
+        out = []
+        for r in reps:
+            frames = self._frames[r]
+            perm = temporal_permutation(len(frames), self._perm_rng, self.ktr.temporal_perturbation)
+            out.append(np.asarray(frames)[perm.numpy()])
+        return out
+
+    def frame_shuffled_features(self, model, reps: list[int]) -> list[torch.Tensor]:
+        return self.encode_clips(model, self.frame_shuffled_clips(reps))
+
+    def donor_features(self, model, reps: list[int]) -> list[torch.Tensor]:
+        """`other_clip` when the device batch holds a single question group (the paper's layout: one prompt x 8
+        rollouts per device): the clip of another video of the training set, drawn with the step's perturbation
+        seed, its frames picked uniformly and resized to this clip's grid (same frame count and patch grid, so the
+        same number of video tokens), then encoded. One draw per question group."""
+        dataset = self.train_dataset
+        vp = self.processing_class.video_processor
+        patch, tpatch = vp.patch_size, vp.temporal_patch_size
+        clips = []
+        for r in reps:
+            own = self._batch_rows[r]["path"] if self._batch_rows else None
+            start = int(torch.randint(len(dataset), (1,), generator=self._perm_rng))
+            for step in range(len(dataset)):
+                row = dataset[(start + step) % len(dataset)]
+                if row["path"] != own:
+                    break
+            else:
+                raise ValueError("visual_perturbation 'other_clip' needs a second video in the training set")
+            t, h, w = self._videos[r]["video_grid_thw"][0].tolist()
+            clips.append(clip_to_grid(load_frames(row, self.data_dir, self.video_cfg), t * tpatch, h * patch,
+                                      w * patch))
+        batch = vp(videos=clips, do_resize=False, return_tensors="pt")
+        for r, grid in zip(reps, batch["video_grid_thw"]):
+            if not torch.equal(grid, self._videos[r]["video_grid_thw"][0].cpu()):
+                raise RuntimeError(f"donor clip grid {grid.tolist()} != {self._videos[r]['video_grid_thw'][0]}")
+        return self._encode(model, batch)
 
     def perturbation_seed(self) -> int:
         """The random perturbations' seed for this step and process: a function of (seed, step, rank), never a
@@ -227,13 +321,20 @@ class KTRTrainer(VideoGRPOTrainer):
             if cfg.visual_mode == "drop_attention":  # the authors' code: vision tokens leave the attention mask
                 variants.append((feats, rep_mask.masked_fill(pids[reps] == model.config.video_token_id, 0)))
             else:  # one draw per question group, shared by its rollouts
-                variants.append((visual_perturbation(feats, cfg.visual_perturbation, self._perm_rng, 1), rep_mask))
+                donors = None
+                if cfg.visual_perturbation == "other_clip" and not other_clip_in_batch(feats):
+                    donors = self.donor_features(model, reps)  # one question group here: a clip of the dataset
+                variants.append((visual_perturbation(feats, cfg.visual_perturbation, self._perm_rng, 1, donors),
+                                 rep_mask))
         if "T" in cfg.signals:
-            merge = model.model.visual.spatial_merge_size
-            grids = videos["video_grid_thw"][reps]
-            variants.append(([permute_slices(f, g, temporal_permutation(int(g[0]), self._perm_rng,
-                                                                        cfg.temporal_perturbation), merge)
-                              for f, g in zip(feats, grids)], rep_mask))
+            if cfg.temporal_unit == "frame":  # decoded frames reordered, then encoded: one encoder run per group
+                variants.append((self.frame_shuffled_features(model, reps), rep_mask))
+            else:  # encoded 2-frame temporal patches reordered: no encoder run
+                merge = model.model.visual.spatial_merge_size
+                grids = videos["video_grid_thw"][reps]
+                variants.append(([permute_slices(f, g, temporal_permutation(int(g[0]), self._perm_rng,
+                                                                            cfg.temporal_perturbation), merge)
+                                  for f, g in zip(feats, grids)], rep_mask))
         k, u = len(variants), len(reps)
         if k == 0:  # entropy only, from generation
             return {"E": tapped[1]}
@@ -336,5 +437,6 @@ class KTRTrainer(VideoGRPOTrainer):
     def _compute_loss(self, model, inputs):
         if self.diagnostics_every and model.training and "key_mask" in inputs and \
                 self.state.global_step % self.diagnostics_every == 0:
-            self.gradient_rows.append(gradients.diagnostics(self, model, inputs))
+            with unmetered(self):  # Table 4 measures the training step, as for the methods without diagnostics
+                self.gradient_rows.append(gradients.diagnostics(self, model, inputs))
         return super()._compute_loss(model, inputs)
