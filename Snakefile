@@ -22,6 +22,7 @@ include: "workflow/rules/sft.smk"
 include: "workflow/rules/filter.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/benchmarks.smk"  # eval.hub: the benchmarks downloaded (bench_records, bench_media)
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/figures.smk"

@@ -78,6 +78,10 @@ def test_the_report_holds_every_grid_table_and_figure(tmp_path):
     for run in grid.rows(cfg, "table4").values():
         (out / f"train/{run}").mkdir(parents=True)
         (out / f"train/{run}/metrics.json").write_text(json.dumps(tt.metrics(run)))
+    for name, entry in cfg["released"].items():  # table1_released reads each checkpoint's download manifest
+        (out / f"models/{name}").mkdir(parents=True)
+        (out / f"models/{name}/hub_manifest.json").write_text(json.dumps(
+            {"repo": entry["hub"]["repo"], "commit": None, "mirror": "results/tiny/mirror", "files": {}}))
     targets = [str(p) for n in grid.configured(cfg)
                for p in target_path(n, out.relative_to(tmp_path))]
     allowed = ["--allowed-rules", *sorted({family(n)[0] for n in grid.configured(cfg)})]

@@ -108,35 +108,21 @@ def flag(line: str, name: str):
 
 @pytest.fixture(scope="module")
 def paper_dry_run(tmp_path_factory):
-    """`snakemake --profile profiles/slurm -n all` in a work dir where the released benchmark files exist.
+    """`snakemake --profile profiles/slurm -n all` in a fresh work dir: nothing placed by hand, as on a fresh clone.
 
-    The evaluation reads the benchmarks' released files under eval.data_dir; no rule of the workflow downloads them
-    yet (the hub data path is open), so the work dir holds empty placeholders at the paths the rules read.
+    Every input of the paper DAG comes from a rule: the training data, the SFT models and the evaluation benchmarks
+    (config eval.hub) are downloaded by the DAG itself.
     """
-    from videoktr.eval.benchmarks import eval_paths
     from videoktr.config import validate
 
     wd = workdir(tmp_path_factory.mktemp("paper"))
     cfg = validate(PAPER)
-    out = f"results/{cfg['run_name']}"
-    tables = cfg.get("tables", {})
-    benches = {*cfg["eval"]["benchmarks"], *[b for key in ("benchmarks", "image_benchmarks", "subtask_benchmarks")
-                                           for b in tables.get(key) or []]}
-    for bench in sorted(benches):
-        records, media = eval_paths(bench, cfg["eval"], out=out, world=f"{out}/data/world")
-        if records.startswith(out):  # produced by the DAG
-            continue
-        for path, is_file in ((records, bool(Path(records).suffix)), (media, False)):
-            p = wd / path
-            if is_file:
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.touch()
-            else:
-                p.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     res = snakemake("--profile", "profiles/slurm", "-n", "all", cwd=wd)
     seconds = time.monotonic() - start
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert sorted(p.name for p in wd.iterdir() if not p.name.startswith(".")) == sorted(
+        ["Snakefile", "workflow", "config", "envs", "profiles", "scripts"])  # nothing placed, nothing written
     return SimpleNamespace(seconds=seconds, text=res.stdout + res.stderr, cfg=cfg)
 
 
@@ -178,7 +164,7 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
     # every run is evaluated, the ablations only at the tables' frame count
     from videoktr.report import grid
 
-    assert {m for m, _, _ in grid.all_evaluations(cfg)} == {"sft", *cfg["runs"]}
+    assert {m for m, _, _ in grid.all_evaluations(cfg)} == {"sft", *cfg["runs"], *cfg["released"]}
     assert counts["evaluate"] == len(grid.all_evaluations(cfg))
     # two SFT models: the 7B one (model) and Table 5's 3B (sft_models.qwen3b), each fetched once
     assert counts["sft"] == 2
@@ -186,13 +172,26 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
                  "token_figure_html"):
         assert counts[rule] == 1, rule
     # one job per table and figure of a family rule (config tables.rows sets them all in the paper config)
-    assert (counts["table"], counts["accuracy_figure"], counts["token_figure"]) == (4, 6, 5)
+    # (Tables 1, 2, 3, 5 and Table 1's released block; each released checkpoint fetched once by rule released)
+    assert (counts["table"], counts["accuracy_figure"], counts["token_figure"]) == (5, 6, 5)
+    assert counts["released"] == len(cfg["released"]) == 4
     # the hub path: records and clips of each dataset downloaded (no tiny base model), the filter in shards
     assert counts["hub_records"] == counts["hub_media"] == len(cfg["data"]["hub"]) == 2
     assert "base_model" not in counts and counts["filter_shard"] == cfg["filter"]["shards"]
+    # the benchmarks too: every one the grid evaluates (Tables 1-3, 5, figures) is downloaded once, records and (video
+    # benchmarks) clips, and each evaluation waits for its benchmark's manifests
+    evaluated = {b for _, b, _ in grid.all_evaluations(cfg)}
+    video = {b for b in evaluated if b in ("video_holmes", "videommmu", "mmvu", "tempcompass", "videomme")}
+    assert evaluated == set(cfg["eval"]["hub"]) and len(evaluated) == 9
+    assert (counts["bench_records"], counts["bench_media"]) == (len(evaluated), len(video)) == (9, 5)
+    jobs = dry_run_jobs(paper_dry_run.text)
+    for job in (j for j in jobs if j["rule"] == "evaluate"):
+        bench = job["wildcards"]["benchmark"]
+        assert f"results/paper/data/benchmarks/{bench}/records.manifest.json" in job["input"], job
+        assert (f"results/paper/data/benchmarks/{bench}/media.manifest.json" in job["input"]) == (bench in video), job
     # nothing long starts before the GPU preflight and the hub's answer: the downloads wait for both
     text = paper_dry_run.text
-    for rule in ("hub_records", "hub_media", "sft"):
+    for rule in ("hub_records", "hub_media", "sft", "bench_records", "bench_media"):
         block = text.split(f"rule {rule}:")[1].split("\n\n")[0]
         assert "results/paper/preflight.json" in block.split("output:")[0], (rule, block)
     jobs = dry_run_jobs(paper_dry_run.text)

@@ -23,12 +23,13 @@ class ConfigError(ValueError):
 # results/<run_name>/ must be one folder under results/: no "/", no "." or ".." (nor a hidden or option-like name).
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
-# Where the names `eval.models` may give come from: {config section: its model names}. A new kind of model (released
-# checkpoints, say) is one more entry here.
+# Where the names `eval.models` may give come from: {config section: its model names}. A new kind of model is one
+# more entry here. `released`: checkpoints evaluated as they are (fetched into models/<name>, no training).
 MODEL_NAMES: dict[str, Callable[[dict], Iterable[str]]] = {
     "sft": lambda config: ["sft"],
     "sft_models": lambda config: config.get("sft_models") or {},
     "runs": lambda config: config["runs"],
+    "released": lambda config: config.get("released") or {},
 }
 
 
@@ -83,6 +84,7 @@ def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
         if unknown:
             raise ConfigError(f"config error at runs.{name}.train: unknown key {sorted(unknown)[0]!r}")
     _check_sft_models(config, given)
+    _check_released(config)
     _check_batches(config, overridden)
     _check_eval_models(config)
     for name, run in config["runs"].items():
@@ -120,6 +122,43 @@ def _check_sft_models(config: dict, given: dict[str, set]) -> None:
         if run["sft_model"] not in models:
             raise ConfigError(f"config error at runs.{name}.sft_model: unknown model {run['sft_model']!r} "
                               f"(known: {', '.join(models)})")
+
+
+def _check_released(config: dict) -> None:
+    """A released checkpoint is a model of its own (models/<name>): its name is no run's or SFT model's; its paper
+    numbers come from `reference_label` or `reference` (frame counts as keys, kept as strings: "16")."""
+    models = sft_models(config)
+    for name, entry in config["released"].items():
+        where = f"config error at released.{name}"
+        for other, section in ((config["runs"], "runs"), (models, "model/sft_models")):
+            if name in other:
+                raise ConfigError(f"{where}: {name!r} is also in {section}; a released checkpoint needs a name of "
+                                  "its own (each is models/<name>)")
+        source = entry["mirror_from"]
+        if source is not None and source not in models:
+            raise ConfigError(f"{where}.mirror_from: unknown model {source!r} (known: {', '.join(models)})")
+        if source is not None and entry["mirror"] is not None:
+            raise ConfigError(f"{where}: mirror and mirror_from exclude each other (mirror_from saves the model "
+                              "into results/<run_name>/mirror and fetches it from there)")
+        if source is not None:
+            same = [n for n, e in config["released"].items() if e["mirror_from"] and n != name
+                    and e["hub"]["repo"] == entry["hub"]["repo"]]
+            if same:
+                raise ConfigError(f"{where}.hub.repo: {entry['hub']['repo']!r} is also the repo of released.{same[0]}; "
+                                  "each mirrored release needs a repo of its own (results/<run_name>/mirror/<repo>)")
+        reference = {}
+        for bench, by_frames in entry["reference"].items():
+            reference[bench] = {}
+            for frames, value in by_frames.items():
+                if not (isinstance(frames, int) or str(frames).isdigit()) or int(frames) < 1:
+                    raise ConfigError(f"{where}.reference.{bench}: {frames!r} is not a frame count")
+                reference[bench][str(int(frames))] = float(value)
+        entry["reference"] = reference
+
+
+def released_models(config: dict) -> dict[str, dict]:
+    """{name: section} of the released checkpoints (config `released`), in config order."""
+    return dict(config.get("released") or {})
 
 
 def _check_run_name(name) -> None:

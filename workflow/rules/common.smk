@@ -3,13 +3,19 @@
 import json
 import os
 
-from videoktr.config import sft_models
+from videoktr.config import released_models, sft_models
 from videoktr.preflight import needs_gpu as preflight_needed
 from videoktr.report import grid
 
 RUN = config["run_name"]
 # The models RL starts from, each built (tiny) or fetched (hub) into models/<name>: `sft` (config model), sft_models.
 SFT_MODELS = sft_models(config)
+# Released checkpoints (config `released`), evaluated as they are: each fetched into models/<name> by rule `released`
+# (workflow/rules/sft.smk); one with `mirror_from` is first saved by rule `released_mirror` into MIRROR/<repo>, the
+# mirror it is fetched from (the tiny world's release).
+MIRROR = f"results/{config['run_name']}/mirror"
+RELEASED = {name: dict(sec, mirror=MIRROR if sec["mirror_from"] else sec["mirror"])
+            for name, sec in released_models(config).items()}
 OUT = f"results/{RUN}"
 WORLD = f"{OUT}/data/world"
 VIDEOS = f"{WORLD}/videos"  # the clips' folder, an output of rule world (tiny or hub)
@@ -49,7 +55,9 @@ def hub_cfg(source, key):
 # {config section: {mirror, retries}} for `videoktr fetch` (videoktr.cli), in the environment of local jobs
 os.environ.update(VIDEOKTR_HUB_ACCESS=json.dumps(
     {section: {"mirror": sec.get("mirror"), "retries": sec.get("retries", 3)}
-     for section, sec in [("data", config["data"]), *[(model_section_key(n), s) for n, s in SFT_MODELS.items()]]}))
+     for section, sec in [("data", config["data"]), ("eval", config["eval"]),
+                          *[(model_section_key(n), s) for n, s in SFT_MODELS.items()],
+                          *[(f"released.{n}", s) for n, s in RELEASED.items()]]}))
 
 
 def data_hub_cfg(dataset):
@@ -60,6 +68,10 @@ def model_hub_cfg(name):
     return hub_cfg(SFT_MODELS[name]["hub"], f"{model_section_key(name)}.hub")
 
 
+def released_hub_cfg(name):
+    return hub_cfg(RELEASED[name]["hub"], f"released.{name}.hub")
+
+
 def model_cfg(name, *sections):
     """cfg() with `model` = the section of SFT model `name`."""
     return json.dumps({**{s: config[s] for s in sections}, "model": SFT_MODELS[name]}, sort_keys=True)
@@ -68,8 +80,11 @@ def model_cfg(name, *sections):
 def eval_job_cfg(benchmark):
     """What one evaluation reads: the grid's lists (models, benchmarks, frames) and the other benchmarks' protocols
     and files stay out, so adding a model or a frame count does not rerun every evaluation."""
-    e = {k: v for k, v in config["eval"].items() if k not in ("models", "benchmarks", "frames", "protocols", "files")}
-    for key in ("protocols", "files"):
+    # eval.hub: only this benchmark's entry (what its download is); eval.mirror, eval.retries say how the hub is
+    # reached, not what is evaluated: changing them reruns no evaluation
+    e = {k: v for k, v in config["eval"].items()
+         if k not in ("models", "benchmarks", "frames", "protocols", "files", "hub", "mirror", "retries")}
+    for key in ("protocols", "files", "hub"):
         mine = (config["eval"].get(key) or {}).get(benchmark)
         if mine is not None:
             e[key] = {benchmark: mine}
@@ -88,6 +103,8 @@ FIGURES = f"{OUT}/figures"
 REFERENCE = config["tables"]["reference"]
 # What videoktr.report.grid reads; not cfg(): its sorted keys would lose the order of each table's rows.
 GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models")})
+# ... and of the released block (Table 1's released checkpoints): `released` too, in that table's params only
+RELEASED_GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models", "released")})
 ACCURACY_TABLES = [n for n in grid.TABLES if grid.TARGETS[n].kind != "cost"]  # rule table
 COST_TABLES = [n for n in grid.TABLES if grid.TARGETS[n].kind == "cost"]  # rule cost_table
 ACCURACY_FIGURES = list(grid.FIGURES)  # rule accuracy_figure
@@ -138,3 +155,22 @@ def target_files(name):
 
 
 ATTRIBUTION_SEMANTICS = f"{OUT}/analysis/attribution_semantics.json"
+
+
+# -- benchmarks of eval.hub: downloaded by benchmarks.smk, read by the evaluations (eval.smk) --
+from videoktr.eval.benchmarks import BENCHMARKS as _BENCHMARKS, eval_paths, hub_dir as _bench_hub_dir
+
+BENCH_HUB = config["eval"].get("hub") or {}
+BENCH_HUB_MEDIA = [n for n, s in BENCH_HUB.items() if s.get("media") and _BENCHMARKS[n].media]
+
+
+def bench_hub_cfg(name):
+    return hub_cfg(BENCH_HUB[name], f"eval.hub.{name}")
+
+
+def bench_hub_inputs(name):
+    """The manifests an evaluation of benchmark `name` waits for ([] unless it is in eval.hub)."""
+    if name not in BENCH_HUB:
+        return []
+    return [f"{_bench_hub_dir(name, OUT)}/records.manifest.json"] + (
+        [f"{_bench_hub_dir(name, OUT)}/media.manifest.json"] if name in BENCH_HUB_MEDIA else [])

@@ -23,7 +23,7 @@ if PREFLIGHT:
                                      for n, r in config["runs"].items()}}, sort_keys=True),
         threads: 1
         conda:
-            "../../envs/train.yaml"
+            "../../envs/eval.yaml"  # the env with vLLM (the filter and eval rules'); deepspeed: see videoktr.preflight
         log:
             f"{OUT}/logs/preflight.log",
         shell:

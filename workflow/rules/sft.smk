@@ -6,6 +6,10 @@
 # file by file into models/<name>.
 
 SFT_NAMES = "|".join(SFT_MODELS)
+# The hub fetch of one checkpoint (rule sft on the hub path, rule released): `videoktr fetch --what model` into
+# models/.download/<name>, linked file by file into models/<name>, with its manifest (repo, commit, sha256 per file).
+FETCH_MODEL = ("videoktr fetch --cfg {params.cfg:q} --what model --download-dir {params.files}"
+               " --out {output} --manifest {output}/hub_manifest.json > {log} 2>&1")
 
 if config["model"]["source"] == "hub":
 
@@ -27,8 +31,7 @@ if config["model"]["source"] == "hub":
         log:
             f"{OUT}/logs/sft/{{sft}}.log",
         shell:
-            "videoktr fetch --cfg {params.cfg:q} --what model --download-dir {params.files}"
-            " --out {output} --manifest {output}/hub_manifest.json > {log} 2>&1"
+            FETCH_MODEL
 
 else:
 
@@ -69,3 +72,59 @@ else:
         shell:
             "videoktr sft --cfg {params.cfg:q} --model {input.model} --records {input.records}"
             " --data-dir {params.data_dir} --out {output} > {log} 2>&1"
+
+
+# Released checkpoints (config `released`), evaluated as they are (target tables/table1_released.md): fetched on the
+# submit host (localrules) by the same `videoktr fetch` as the SFT model, into models/<name>; no training. An entry
+# with `mirror_from` (the tiny world's release) is fetched from MIRROR/<repo>, where rule released_mirror saved that
+# model of the study in the hub's layout (its files at the top of the repository folder).
+if RELEASED:
+
+    localrules: released
+
+    rule released:
+        input:
+            PREFLIGHT,
+            mirror=lambda w: f"{MIRROR}/{RELEASED[w.released]['hub']['repo']}/config.json"
+            if RELEASED[w.released]["mirror_from"] else [],
+        output:
+            directory(f"{OUT}/models/{{released}}"),
+        wildcard_constraints:
+            released="|".join(RELEASED),
+        params:
+            cfg=lambda w: released_hub_cfg(w.released),
+            files=lambda w: f"{OUT}/models/.download/{w.released}",
+        threads: 1
+        conda:
+            "../../envs/train.yaml"
+        log:
+            f"{OUT}/logs/released/{{released}}.log",
+        shell:
+            FETCH_MODEL
+
+
+import re
+
+MIRRORED = {sec["hub"]["repo"]: sec["mirror_from"] for sec in RELEASED.values() if sec["mirror_from"]}
+if MIRRORED:
+
+    localrules: released_mirror
+
+    rule released_mirror:
+        input:
+            lambda w: f"{OUT}/models/{MIRRORED[w.repo]}",
+        output:
+            # one file of the repository folder stands for it: a directory() output would add Snakemake's marker file
+            # to the repository, which `files: ["*"]` would then fetch
+            f"{MIRROR}/{{repo}}/config.json",
+        wildcard_constraints:
+            repo="|".join(re.escape(r) for r in MIRRORED),
+        threads: 1
+        conda:
+            "../../envs/train.yaml"
+        log:
+            f"{OUT}/logs/released/mirror/{{repo}}.log",
+        shell:
+            # the model's files, as a hub repository holds them: not its checkpoints' folder, manifest or dotfiles
+            "(find {input} -maxdepth 1 -type f ! -name hub_manifest.json ! -name '.*'"
+            " -exec cp -L {{}} $(dirname {output}) \\; && ls -l $(dirname {output})) > {log} 2>&1"

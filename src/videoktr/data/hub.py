@@ -224,9 +224,13 @@ def fetch(source: dict, patterns: list[str], dest: Path, *, mirror: str | None =
             "commit": got["commit"], "mirror": str(mirror) if mirror else None, "files": files}
 
 
-def extract(archives: list[Path], root: Path) -> list[str]:
+def extract(archives: list[Path], root: Path, bad: list | None = None) -> list[str]:
     """Unpack each zip next to where it lies (`<Source>/<Source>_partN.zip` -> `<Source>/`); a marker per archive
-    makes a rerun skip what was unpacked before. Returns the archives unpacked now."""
+    makes a rerun skip what was unpacked before. Returns the archives unpacked now.
+
+    An archive that is not a readable zip raises BadDownload, or, given a list `bad`, is logged in one line with its
+    path, appended to `bad` ({"path", "reason"}) and skipped (a benchmark: its clips' questions count as errors in
+    the evaluation); it is tried again on the next run (no marker)."""
     done = []
     for archive in archives:
         archive = Path(archive)
@@ -236,9 +240,14 @@ def extract(archives: list[Path], root: Path) -> list[str]:
         try:
             with zipfile.ZipFile(archive) as z:
                 z.extractall(archive.parent)
-        except zipfile.BadZipFile as e:
-            raise BadDownload(f"{archive.relative_to(root)}: not a readable zip archive ({e}); delete it and "
-                              f"download it again") from None
+        except (zipfile.BadZipFile, EOFError) as e:
+            msg = (f"{archive.relative_to(root)}: not a readable zip archive ({e}); delete it and download it "
+                   f"again")
+            if bad is None:
+                raise BadDownload(msg) from None
+            log.error("bad archive %s", msg)
+            bad.append({"path": str(archive.relative_to(root)), "reason": f"not a readable zip archive ({e})"})
+            continue
         marker.write_text(str(archive.stat().st_size))
         done.append(str(archive.relative_to(root)))
     return done

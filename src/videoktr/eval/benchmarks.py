@@ -67,6 +67,8 @@ __all__ = [
     "get_benchmark",
     "load_benchmark",
     "eval_paths",
+    "hub_dir",
+    "hub_files_dir",
 ]
 
 
@@ -121,14 +123,21 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 def eval_paths(name: str, eval_cfg: dict, *, out: str, world: str) -> tuple[str, str]:
     """(records file or folder, media folder) of a benchmark for the workflow; record paths are relative to the
-    media folder.  Tiny splits: <out>/data/clean/<split>.json and the world folder.  The others: the released
-    files under config `eval.data_dir` in their published layout (Benchmark.records / .media), each overridable
-    with `eval.files.<name>.records` / `.media` (relative to eval.data_dir, or absolute)."""
+    media folder.  Tiny splits: <out>/data/clean/<split>.json and the world folder.  A benchmark of config
+    `eval.hub`: its download under <out>/data/benchmarks/<name>/files/ (`records` and `media_dir` of its entry).
+    The others: the released files under config `eval.data_dir` in their published layout (Benchmark.records /
+    .media), each overridable with `eval.files.<name>.records` / `.media` (relative to eval.data_dir, or absolute)."""
     import os
 
     b = get_benchmark(name)
     if b.tiny_split:
         return f"{out}/data/clean/{b.tiny_split}.json", world
+    hub = (eval_cfg.get("hub") or {}).get(name)
+    if hub:  # downloaded by the DAG into <out>/data/benchmarks/<name>/files/ in its published layout
+        files = hub_files_dir(name, out)
+        records = os.path.normpath(os.path.join(files, hub["records"]))
+        media = os.path.normpath(os.path.join(files, hub.get("media_dir") or "."))
+        return records, media if b.media else os.path.normpath(files)  # image benchmarks embed their images
     root = eval_cfg.get("data_dir", "data/benchmarks")
     given = (eval_cfg.get("files") or {}).get(name) or {}
     records = os.path.join(root, given.get("records", b.records))
@@ -137,6 +146,16 @@ def eval_paths(name: str, eval_cfg: dict, *, out: str, world: str) -> tuple[str,
     else:
         media = os.path.join(root, b.media) if b.media else os.path.dirname(records)
     return records, media
+
+
+def hub_dir(name: str, out: str) -> str:
+    """Where rules bench_records / bench_media put a benchmark of config eval.hub: manifests here, files in files/
+    (outside the rule outputs, so an interrupted download resumes)."""
+    return f"{out}/data/benchmarks/{name}"
+
+
+def hub_files_dir(name: str, out: str) -> str:
+    return f"{hub_dir(name, out)}/files"
 
 
 def get_benchmark(name: str) -> Benchmark:

@@ -10,6 +10,10 @@ Config `tables` (workflow/schemas/config.schema.yaml, config/README.md):
     rows.<target>       {paper row label: our run}: the paper's row each of our runs stands beside (a run, `sft`
                         or a name in `sft_models`: Table 5's second model size is runs with `sft_model` set)
 
+Config `released` (not `tables.rows`) gives the rows of `table1_released`: Table 1's block of released checkpoints
+(e.g. Video-R1/Video-R1-7B), each evaluated as it is on `eval.benchmarks` at `eval.frames`, beside the paper's numbers
+for it. It downloads and evaluates, and trains nothing.
+
 Table 1 and Table 5 take `eval.benchmarks`; Table 1 takes `eval.frames`. A target pulls only the evaluations of its
 own rows, so `snakemake results/<run>/tables/table2.md` trains and evaluates Table 2's runs and nothing else.
 """
@@ -28,13 +32,16 @@ class GridError(ValueError):
 @dataclass(frozen=True)
 class Target:
     name: str
-    kind: str  # "frames": rows x frame counts; "ablation": rows at tables.frames; "cost": training logs; "subtasks"
+    kind: str  # "frames": rows x frame counts; "ablation": rows at tables.frames; "cost": training logs; "subtasks";
+    #            "released": the released checkpoints of config `released` x frame counts (no training)
     benchmarks: str  # where its benchmarks come from: "eval", "ablation", "image", "subtask", "none"
     title: str
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("table1", "frames", "eval", "Table 1: accuracy (%) per method, benchmark and frame count"),
+    Target("table1_released", "released", "eval",
+           "Table 1, released checkpoints: our evaluation beside the paper's numbers for them"),
     Target("table2", "ablation", "ablation", "Table 2: selection signals (E entropy, V visual, T temporal)"),
     Target("table3", "ablation", "image", "Table 3: image benchmarks"),
     Target("table4", "cost", "none", "Table 4: training cost"),
@@ -54,6 +61,11 @@ def rows(config: dict, name: str) -> dict[str, str]:
     """{paper label: run} of a target, in order; GridError when the config names none."""
     if name not in TARGETS:
         raise GridError(f"unknown table or figure {name!r} (known: {', '.join(TARGETS)})")
+    if TARGETS[name].kind == "released":
+        got = {n: n for n in config.get("released") or {}}
+        if not got:
+            raise GridError(f"{name}: config released names no checkpoint")
+        return got
     got = (config.get("tables", {}).get("rows") or {}).get(name) or {}
     if not got:
         raise GridError(f"{name}: config tables.rows.{name} names no run (map the paper's row labels to runs)")
@@ -62,7 +74,8 @@ def rows(config: dict, name: str) -> dict[str, str]:
 
 def configured(config: dict) -> list[str]:
     """The targets whose rows the config sets: what rule `all` builds."""
-    return [n for n in TARGETS if (config.get("tables", {}).get("rows") or {}).get(n)]
+    rows = config.get("tables", {}).get("rows") or {}
+    return [n for n in TARGETS if (config.get("released") if TARGETS[n].kind == "released" else rows.get(n))]
 
 
 def benchmarks(config: dict, name: str) -> list[str]:
@@ -77,7 +90,7 @@ def benchmarks(config: dict, name: str) -> list[str]:
 
 def frames(config: dict, name: str) -> list[int]:
     t, tab = TARGETS[name], config["tables"]
-    if name == "table1":
+    if name in ("table1", "table1_released"):
         return list(config["eval"]["frames"])
     if name == "table5":
         return list(tab.get("table5_frames") or config["eval"]["frames"])
@@ -88,6 +101,8 @@ def check(config: dict, name: str) -> None:
     """GridError naming the first run or benchmark of `name` that the config lacks."""
     models = {"sft", *config.get("sft_models", {})}
     known = models | set(config["runs"])
+    if TARGETS[name].kind == "released":
+        known = set(config.get("released") or {})
     for label, run in rows(config, name).items():
         if run not in known:
             raise GridError(f"{name}: row {label!r} names run {run!r}, which is not in config runs "

@@ -19,6 +19,8 @@ CLI (what the Snakemake rules call)::
 
     python -m videoktr.report.tables table2 --cfg JSON --summaries S... --reference CSV --out STEM
     python -m videoktr.report.tables table4 --cfg JSON --metrics M... --reference CSV --out STEM
+    python -m videoktr.report.tables table1_released --cfg JSON --summaries S... --models DIR... --reference CSV
+        --out STEM      (Table 1's released checkpoints, config `released`: ours, the paper's number, ours - paper)
 
 writes STEM.csv, STEM.md and STEM.tex.
 """
@@ -217,6 +219,66 @@ def frames_table(summaries: pd.DataFrame, ours: dict[str, str], benchmarks: list
     return df
 
 
+def released_reference(config: dict, name: str, paper: pd.DataFrame, benchmarks: list[str],
+                       frames: list[int]) -> dict[tuple[str, int], float]:
+    """{(benchmark, frames): the paper's number} for released checkpoint `name`: its rows `reference_label` in Table 1
+    of the reference (a row without a frame count stands beside every frame count), then `reference` of the config
+    (given by hand: the tiny world, where the paper has none), which wins."""
+    entry = config["released"][name]
+    out = {}
+    label = entry.get("reference_label")
+    if label:
+        rows = paper[paper["method"] == label]
+        if rows.empty:
+            raise SystemExit(f"config released.{name}.reference_label: no row {label!r} in Table 1 of the reference "
+                             f"(its rows: {', '.join(dict.fromkeys(paper['method']))})")
+        for b in benchmarks:
+            col = PAPER_BENCHMARK.get(b, b)
+            for f in frames:
+                hit = rows[(rows["benchmark"] == col) & (rows["frames"] == str(f))]
+                hit = hit if len(hit) else rows[(rows["benchmark"] == col) & (rows["frames"] == "")]
+                if len(hit):
+                    out[(b, f)] = float(hit["value"].iloc[0])
+    for b, by_frames in (entry.get("reference") or {}).items():
+        for f, value in by_frames.items():
+            out[(b, int(f))] = float(value)
+    return out
+
+
+def released_table(config: dict, summaries: pd.DataFrame, benchmarks: list[str], frames: list[int],
+                   paper: pd.DataFrame, manifests: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Table 1's block of released checkpoints: one row per (checkpoint, frame count) of config `released`, our
+    accuracy (%) per benchmark and their mean, the paper's number for it (`paper <c>`), and the difference ours - paper
+    (`<c> - paper`, percentage points). Our accuracies carry their bootstrap interval (`<c>_lo`, `_hi`), and so does
+    each difference: our interval shifted by the paper's number (which has none)."""
+    manifests = manifests or {}
+    out, evaluated = [], []
+    cols = [*benchmarks, "mean"]
+    for name, entry in config["released"].items():
+        reference = released_reference(config, name, paper, benchmarks, frames)
+        manifest = manifests.get(name) or {}
+        commit = manifest.get("commit") or ("(mirror)" if manifest.get("mirror") else "")
+        for f in frames:
+            cells, extra = _ours(summaries, name, benchmarks, f)
+            theirs = {b: reference.get((b, f), math.nan) for b in benchmarks}
+            theirs["mean"] = (sum(theirs[b] for b in benchmarks) / len(benchmarks)
+                              if all(theirs[b] == theirs[b] for b in benchmarks) else math.nan)
+            row = {"model": name, "frames": str(f), "repo": entry["hub"]["repo"],
+                   "revision": entry["hub"]["revision"], "commit": commit,
+                   "paper row": entry.get("reference_label") or f"config released.{name}.reference"}
+            for c in cols:
+                row |= {c: cells[c], f"paper {c}": theirs[c], f"{c} - paper": cells[c] - theirs[c]}
+            for c in cols:
+                row |= {f"{c}_lo": extra[f"{c}_lo"], f"{c}_hi": extra[f"{c}_hi"]}
+                row |= {f"{c} - paper_{x}": extra[f"{c}_{x}"] - theirs[c] for x in ("lo", "hi")}
+            row |= {f"{b}_errors": extra[f"{b}_errors"] for b in benchmarks}
+            out.append(row)
+            evaluated.append((name, f))
+    df = pd.DataFrame(out).set_index(["model", "frames"]).round(2)
+    df.attrs["notes"] = honesty_notes(summaries, {n: n for n in config["released"]}, evaluated, benchmarks)
+    return df
+
+
 def honesty_notes(summaries: pd.DataFrame, ours: dict[str, str], evaluated, benchmarks: list[str]) -> list[str]:
     """What a reader must know about the cells of ours: evaluations with error rows (questions that could not be
     asked, counted wrong), and columns (benchmark, frames) whose cells were scored on different question sets."""
@@ -290,13 +352,21 @@ def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
     tiny = any(b.startswith("tiny_") for b in bench) or config.get("model", {}).get("source") == "tiny"
     if name == "table4":
         ours = "ours: measured by our training runs on this machine (train/<run>/metrics.json)"
+    elif grid.TARGETS[name].kind == "released":
+        fr = ", ".join(map(str, grid.frames(config, name)))
+        ours = (f"ours: released checkpoints (config released; each hub repository at its revision, the commit "
+                f"fetched in models/<name>/hub_manifest.json), evaluated as they are, without training, by the same "
+                f"evaluation as our runs: accuracy (%) on {', '.join(bench)} at {fr} frames")
     else:
         fr = ", ".join(map(str, grid.frames(config, name)))
         at = "(images: one each, no frame count)" if grid.TARGETS[name].benchmarks == "image" else f"at {fr} frames"
         ours = f"ours: accuracy (%) on {', '.join(bench)} {at}"
         if grid.TARGETS[name].kind != "frames":
             ours += "; mean = the mean over these benchmarks"
-    if tiny:
+    if tiny and grid.TARGETS[name].kind == "released":
+        ours += (" -- the embedded tiny world: its release is a tiny model of this study saved into a local mirror "
+                 "(released.<name>.mirror_from), its reference numbers set by hand in the config")
+    elif tiny:
         ours += (" -- the embedded tiny world (a tiny random-init Qwen2.5-VL, generated clips, tiny_* benchmarks): "
                  "not the paper's model or benchmarks; compare the order of the methods, not the numbers")
     start = starting_models(config, name)
@@ -308,6 +378,12 @@ def notes(config: dict, name: str, paper: pd.DataFrame) -> list[str]:
     theirs = (f"paper: the values printed in the paper (Qwen2.5-VL-7B unless the row says otherwise){where}, "
               f"from config/reference/paper_tables.csv" + (f" ({extra})" if extra else ""))
     lines = [ours, theirs]
+    if grid.TARGETS[name].kind == "released":
+        lines[1] = ("paper: the number the paper prints for each checkpoint (Table 1 rows `paper row` of "
+                    "config/reference/paper_tables.csv; a row without a frame count stands beside every frame count; "
+                    "or config released.<name>.reference, set by hand where the paper has none, as in the tiny world)")
+        lines.append("<c> - paper: ours minus the paper's number, percentage points; its interval is ours shifted "
+                     "by the paper's number (which has none)")
     if name != "table4":
         lines.append(INTERVAL_NOTE)
     return lines + ["empty cell: not run in this grid (ours) or not reported (paper)"]
@@ -336,12 +412,17 @@ def starting_models(config: dict, name: str) -> str:
                      + [f"{label} is {m} ({what(m)})" for label, m in itself.items()])
 
 
-def build(name: str, config: dict, reference, summaries=(), metrics=()) -> pd.DataFrame:
+def build(name: str, config: dict, reference, summaries=(), metrics=(), models=()) -> pd.DataFrame:
     """Table `name` of the config's grid from the given files (its notes about errors and question sets, for the
-    caption, in `.attrs["notes"]`)."""
+    caption, in `.attrs["notes"]`). `models`: the released checkpoints' folders (their hub_manifest.json: the commit
+    fetched), for table1_released."""
     grid.check(config, name)
     ours, paper = grid.rows(config, name), paper_rows(load_reference(reference), name)
     target = grid.TARGETS[name]
+    if target.kind == "released":
+        manifests = {Path(m).name: read_json(Path(m) / "hub_manifest.json", "download manifest") for m in models}
+        return released_table(config, load_summaries(summaries), grid.benchmarks(config, name),
+                              grid.frames(config, name), paper_rows(load_reference(reference), "table1"), manifests)
     if target.kind == "cost":
         read = [(m, read_json(m, "training log")) for m in metrics]
         logs = {log.get("run", Path(m).parent.name): log for m, log in read}
@@ -365,15 +446,16 @@ def main(argv=None) -> int:
     p.add_argument("--cfg", required=True, help="JSON of the config sections tables, eval, runs (and model)")
     p.add_argument("--summaries", nargs="*", default=[])
     p.add_argument("--metrics", nargs="*", default=[])
+    p.add_argument("--models", nargs="*", default=[], help="table1_released: the checkpoints' folders (manifests)")
     p.add_argument("--reference", required=True, help="the paper's numbers (paper_tables.csv)")
     p.add_argument("--out", required=True, help="output stem: writes STEM.csv, STEM.md, STEM.tex")
     a = p.parse_args(argv)
     config = json.loads(a.cfg)
     try:
-        df = build(a.table, config, a.reference, a.summaries, a.metrics)
+        df = build(a.table, config, a.reference, a.summaries, a.metrics, a.models)
     except grid.GridError as e:
         raise SystemExit(str(e)) from None
-    paper = paper_rows(load_reference(a.reference), a.table)
+    paper = paper_rows(load_reference(a.reference), "table1" if a.table == "table1_released" else a.table)
     write(df, a.out, grid.TARGETS[a.table].title, notes(config, a.table, paper) + df.attrs.get("notes", []))
     logger.info("%s written to %s.{csv,md,tex}", a.table, a.out)
     return 0
