@@ -369,7 +369,10 @@ def test_vllm_requests_pass_the_clip_as_one_video():
     video = np.zeros((4, 56, 56, 3), np.uint8)
     images = [np.zeros((56, 56, 3), np.uint8), np.ones((30, 40, 3), np.uint8)]
     req = vllm_requests(["v", "i", "j"], [video, images, images[:1]], fps=2.0)
-    assert req[0]["multi_modal_data"]["video"].shape == (4, 56, 56, 3) and req[0]["mm_processor_kwargs"] == {"fps": 2.0}
+    frames, meta = req[0]["multi_modal_data"]["video"]  # vLLM 0.33 takes a Qwen2.5-VL video with its metadata
+    assert frames.shape == (4, 56, 56, 3) and req[0]["mm_processor_kwargs"] == {"fps": 2.0}
+    assert meta == {"fps": 2.0, "duration": 2.0, "total_num_frames": 4, "frames_indices": [0, 1, 2, 3],
+                    "video_backend": "opencv", "do_sample_frames": False}  # already sampled: not sampled again
     assert len(req[1]["multi_modal_data"]["image"]) == 2 and "video" not in req[1]["multi_modal_data"]
     assert req[2]["multi_modal_data"]["image"].size == (56, 56)  # one image: not a list, as vLLM takes it
     # a decoded clip carries its own sampling rate (capped clips sample slower than eval.fps): vLLM gets that one
@@ -377,6 +380,30 @@ def test_vllm_requests_pass_the_clip_as_one_video():
 
     (req,) = vllm_requests(["v"], [Frames(video, 0.5)], fps=2.0)
     assert req["mm_processor_kwargs"] == {"fps": 0.5}
+    assert req["multi_modal_data"]["video"][1]["fps"] == 0.5 and req["multi_modal_data"]["video"][1]["duration"] == 8
+
+
+def test_vllm_requests_parse_with_the_installed_vllm():
+    """With vllm installed (envs/eval.yaml): the requests are its own TextPrompt and its Qwen2.5-VL parser (which
+    needs video metadata) takes the clip as one video with our rate, and the images as images. No GPU needed."""
+    try:
+        import vllm.inputs
+        from vllm.model_executor.models.qwen2_vl import Qwen2VLMultiModalDataParser
+    except ImportError as e:
+        pytest.skip(f"vllm not installed: the CPU venv has no vllm; see envs/README.md ({e})")
+    video = np.zeros((4, 56, 56, 3), np.uint8)
+    image = np.zeros((56, 56, 3), np.uint8)
+    reqs = vllm_requests(["v", "i"], [video, [image, image]], fps=2.0)
+    schema = vllm.inputs.TextPrompt  # a TypedDict: its keys are the request's schema
+    assert all(schema.__required_keys__ <= set(r) <= schema.__required_keys__ | schema.__optional_keys__ for r in reqs)
+    parser = Qwen2VLMultiModalDataParser(2, video_needs_metadata=True)  # as vLLM 0.33 builds it for Qwen2.5-VL
+    items = parser.parse_mm_data(reqs[0]["multi_modal_data"])
+    (video_items,) = [items[m] for m in items if m == "video"]
+    (frames, meta), = [video_items.get(i) for i in range(video_items.get_count())]  # as the processor gets it
+    assert np.asarray(frames).shape == (4, 56, 56, 3) and meta["fps"] == 2.0 and meta["total_num_frames"] == 4
+    with pytest.raises(ValueError, match="metadata"):  # today's vLLM refuses a bare array: why we pass the tuple
+        parser.parse_mm_data({"video": video})
+    assert parser.parse_mm_data(reqs[1]["multi_modal_data"])["image"].get_count() == 2
 
 
 def test_an_input_that_breaks_generation_is_an_error_not_a_crash(backend, world, monkeypatch, tmp_path):

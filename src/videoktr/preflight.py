@@ -2,12 +2,21 @@
 
 Checked: every vLLM backend the config asks for (filter.backend, eval.backend, train.use_vllm) needs vllm and a CUDA
 GPU; train.deepspeed needs its config file, deepspeed and CUDA. The hub is checked by the download rules themselves.
+
+Where: the preflight rule runs in envs/eval.yaml, the env of the rules that run vLLM (filter_shard, evaluate), so the
+vllm it finds is theirs. DeepSpeed belongs to the train env (envs/train.post-deploy.sh installs it; vLLM is kept out
+of that env, see envs/README.md): in an env Snakemake deployed (--sdm conda) that lacks it, the check is that the train
+env's post-deploy script installs it; without --sdm conda every rule shares one env, so deepspeed must import here.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
+import sys
 from pathlib import Path
+
+TRAIN_POST_DEPLOY = Path("envs/train.post-deploy.sh")  # relative to the workflow's directory, where rules run
 
 
 def needs_gpu(config: dict) -> bool:
@@ -15,6 +24,23 @@ def needs_gpu(config: dict) -> bool:
     trains = [config.get("train", {}), *runs]
     return (config.get("filter", {}).get("backend") == "vllm" or config.get("eval", {}).get("backend") == "vllm"
             or any(t.get("use_vllm") or t.get("deepspeed") for t in trains))
+
+
+def in_snakemake_conda_env(prefix: str | None = None) -> bool:
+    """Does this process run in a conda env Snakemake deployed from an envs/*.yaml (--sdm conda)? Such an env's
+    directory is named by the env file's hash (its first 8 hex digits, or all 32 and a '_')."""
+    return re.fullmatch(r"[0-9a-f]{8}|[0-9a-f]{32}_?", Path(prefix or sys.prefix).name) is not None
+
+
+def deepspeed_for_training(train_post_deploy: Path = TRAIN_POST_DEPLOY) -> bool:
+    """Will the train rules find deepspeed: installed here, or (here being another Snakemake-deployed env, e.g. the
+    eval env of this rule) installed by the train env's post-deploy script?"""
+    if importlib.util.find_spec("deepspeed") is not None:
+        return True
+    if not in_snakemake_conda_env():
+        return False
+    return train_post_deploy.is_file() and re.search(r"pip install\b.*\bdeepspeed==", train_post_deploy.read_text()) \
+        is not None
 
 
 def problems(config: dict, *, cuda: bool | None = None) -> list[str]:
@@ -35,16 +61,16 @@ def problems(config: dict, *, cuda: bool | None = None) -> list[str]:
             found.append(f"{key} asks for vLLM, which needs a CUDA GPU, and none is visible here: run on GPU nodes "
                          f"or set {key} to {'false' if key.endswith('use_vllm') else 'transformers'}")
         elif not vllm:
-            found.append(f"{key} asks for vLLM, which is not installed here (the pinned envs lack it: vllm 0.33 needs "
-                         f"another torch than their 2.14.1): install a vLLM build for the nodes' CUDA, or set {key} "
-                         f"to transformers")
+            found.append(f"{key} asks for vLLM, which is not installed here: run the workflow with "
+                         f"--software-deployment-method conda (envs/eval.yaml pins vllm 0.33.0 for the filter, "
+                         f"evaluate and preflight rules), or set {key} to transformers")
     for key, t in trains.items():
         ds = t.get("deepspeed")
         if not ds:
             continue
         if not Path(ds).is_file():
             found.append(f"{key}.deepspeed: {ds} is not a file")
-        elif not cuda or importlib.util.find_spec("deepspeed") is None:
+        elif not cuda or not deepspeed_for_training():
             found.append(f"{key}.deepspeed ({ds}) needs CUDA GPUs and deepspeed, but "
                          f"{'no CUDA GPU is visible' if not cuda else 'deepspeed is not installed'} here: run on GPU "
                          f"nodes with the pinned env (envs/train.yaml and its post-deploy script) or set {key}.deepspeed: null")

@@ -9,12 +9,15 @@ backends receive the same prompts and their outputs are parsed by the same code 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["BackendUnavailable", "TransformersBackend", "VLLMBackend", "make_backend", "split_visuals",
-           "vllm_requests"]
+           "vllm_requests", "vllm_video"]
+
+log = logging.getLogger(__name__)
 
 
 class BackendUnavailable(RuntimeError):
@@ -91,7 +94,13 @@ class TransformersBackend:
 
         from videoktr.models.tiny import vision_token_ids
 
+        from videoktr.data.model_inputs import format_video_stats, processor_video_stats
+
         batch = self.encode(texts, videos, fps)
+        # the clips' sizes as the model sees them (frames, pixels per frame, video tokens), kept for the caller
+        self.last_video_stats = processor_video_stats(self.processor, batch)
+        if self.last_video_stats:
+            log.info("video input: %s", format_video_stats(self.last_video_stats))
         torch.manual_seed(self.seed)
         with torch.no_grad():
             out = self.model.generate(
@@ -112,10 +121,10 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """vLLM offline generation (GPU): the clip goes in as one video (`multi_modal_data={"video": frames}` with
-    its sampling rate as `fps`), images as images; sampling as Video-R1's eval_bench.py (temperature, top_p,
-    max_tokens).  vllm is imported lazily; without it, or without a CUDA GPU, construction raises
-    BackendUnavailable with one line.  NOT run in this repository's tests (no GPU here).
+    """vLLM offline generation (GPU): the clip goes in as one video (`multi_modal_data={"video": (frames,
+    metadata)}` at its sampling rate, see `vllm_requests`), images as images; sampling as Video-R1's
+    eval_bench.py (temperature, top_p, max_tokens).  vllm is imported lazily; without it, or without a CUDA GPU,
+    construction raises BackendUnavailable with one line.  NOT run in this repository's tests (no GPU here).
     """
 
     name = "vllm"
@@ -162,11 +171,34 @@ class VLLMBackend:
         return [c.text for o in outputs for c in o.outputs]
 
 
+def vllm_video(frames, rate: float) -> tuple:
+    """A clip as vLLM's multi-modal data takes it: (frames [T, H, W, 3], metadata).  vLLM 0.33 parses Qwen2.5-VL
+    videos with metadata only (else "Video metadata is required"); the frames are already sampled at `rate`, so
+    they are marked as all of a `rate`-fps clip, not to be sampled again.  The processor takes the clip's seconds
+    per temporal patch from the metadata's fps, as the transformers backend's `video_metadata` does."""
+    frames = np.asarray(frames)
+    n = len(frames)
+    return frames, {"fps": rate, "duration": n / rate, "total_num_frames": n, "frames_indices": list(range(n)),
+                    "video_backend": "opencv", "do_sample_frames": False}
+
+
+def _text_prompt():
+    """vLLM's prompt type where vllm imports (a TypedDict: the request is checked against the installed vllm's
+    schema by type checkers and built by its constructor), else a plain dict of the same keys (CPU, tests)."""
+    try:
+        from vllm.inputs import TextPrompt
+    except ImportError:
+        return dict
+    return TextPrompt
+
+
 def vllm_requests(texts: list[str], visuals: list, fps: float, image_min_pixels: int | None = None) -> list[dict]:
-    """vLLM prompts: a clip as ONE video ([T, H, W, 3] with its sampling rate), images as PIL images (with their own
-    lower pixel bound, if given: Video-R1's vision_process lets small images stay small, 4*28*28)."""
+    """vLLM prompts (`vllm.inputs.TextPrompt` where vllm is installed): a clip as ONE video with its metadata
+    (`vllm_video`, at the clip's sampling rate, also passed as `fps`), images as PIL images (with their own lower
+    pixel bound, if given: Video-R1's vision_process lets small images stay small, 4*28*28)."""
     from PIL import Image
 
+    prompt = _text_prompt()
     requests = []
     for text, media in zip(texts, visuals, strict=True):
         if isinstance(media, (list, tuple)) or getattr(media, "ndim", None) == 3:
@@ -175,12 +207,12 @@ def vllm_requests(texts: list[str], visuals: list, fps: float, image_min_pixels:
             req = {"prompt": text, "multi_modal_data": {"image": imgs[0] if len(imgs) == 1 else imgs}}
             if image_min_pixels:
                 req["mm_processor_kwargs"] = {"min_pixels": int(image_min_pixels)}
-            requests.append(req)
+            requests.append(prompt(**req))
         else:
             # the clip's own sampling rate (Frames.sample_fps): Video-R1 passes the same per-video fps
             rate = float(getattr(media, "sample_fps", None) or fps)
-            requests.append({"prompt": text, "multi_modal_data": {"video": np.asarray(media)},
-                             "mm_processor_kwargs": {"fps": rate}})
+            requests.append(prompt(prompt=text, multi_modal_data={"video": vllm_video(media, rate)},
+                                   mm_processor_kwargs={"fps": rate}))
     return requests
 
 

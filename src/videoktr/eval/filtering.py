@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from videoktr.jsonl import read_rows, rewrite_keeping
 from videoktr.provenance import digest
-from videoktr.data.model_inputs import apply_pixel_bounds, load_frames, prompt_text
+from videoktr.data.model_inputs import (apply_pixel_bounds, format_video_stats, load_frames, merge_video_stats,
+                                        prompt_text)
 from videoktr.eval.answers import score
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
                 if row.get("context") == context and row.get("record") == asked.get(pid)}
     todo = [r for r in records if r["problem_id"] not in accuracy]
     per_batch = max(1, batch_size // k)
+    seen = []  # video input per batch (frames, pixels per frame, tokens per clip), logged at the end
     with open(scores_path, "a") as out:
         for i in tqdm(range(0, len(todo), per_batch), desc="filter", mininterval=5):
             batch = todo[i:i + per_batch]
@@ -87,6 +89,9 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
             videos = [load_frames(r, data_dir, video_cfg) for r in batch]
             outs = backend.generate(texts, videos, fps=video_cfg["fps"], max_new_tokens=max_new_tokens,
                                     temperature=temperature, num_return_sequences=k)
+            stats = getattr(backend, "last_video_stats", None)  # per prompt row: k sampled copies of each clip
+            if stats:
+                seen.append(dict(stats, clips=len(batch)))
             for j, r in enumerate(batch):
                 samples = outs[j * k:(j + 1) * k]
                 acc = sum(score(s, r["solution"], r["problem_type"]).accuracy for s in samples) / k
@@ -94,6 +99,9 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
                 out.write(json.dumps({"problem_id": r["problem_id"], "accuracy": acc, "samples": samples,
                                       "context": context, "record": asked[r["problem_id"]]}) + "\n")
             out.flush()
+    total = merge_video_stats(seen)
+    if total:  # the training pixel bounds at work: at most video.train_frames frames, video.max_pixels a frame
+        log.info("filter video input: %s", format_video_stats(total))
     return accuracy
 
 
@@ -133,9 +141,9 @@ def check_backend(kind: str, key: str = "filter.backend") -> None:
         raise BackendUnavailable(f"{key} 'vllm' needs a CUDA GPU and none is visible here; run this job on a GPU "
                                  f"node or set {key}: transformers")
     if importlib.util.find_spec("vllm") is None:
-        raise BackendUnavailable(f"{key} 'vllm' needs the vllm package, which is not installed here (the pinned envs "
-                                 f"lack it: vllm 0.33 needs another torch than their 2.14.1); install a vLLM build "
-                                 f"for this node's CUDA, or set {key}: transformers")
+        raise BackendUnavailable(f"{key} 'vllm' needs the vllm package, which is not installed here (it is in "
+                                 f"envs/eval.yaml: run with --software-deployment-method conda), or set {key}: "
+                                 f"transformers")
 
 
 def run_shard(backend, records: list[dict], data_dir: Path, partial: Path, out: Path, *, k: int, **sampling) -> dict:
