@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from videoktr.report import grid, summaries as inputs, tables, uncertainty
+from videoktr.report.cells import honesty_notes
 from videoktr.report.table_output import accuracy_columns
 from videoktr.report.plotting import pyplot, save
 
@@ -166,7 +167,7 @@ def build_accuracy(name: str, a) -> None:
                  + (" (tiny world: not the paper's benchmarks)" if tiny else ""))
     title = grid.TARGETS[name].title
     rows = grid.rows(config, name)
-    notes = tables.honesty_notes(summaries, rows, [(label, frames) for label in rows], bench)
+    notes = honesty_notes(summaries, rows, [(label, frames) for label in rows], bench)
     if name == "fig3b":
         fig3b_subtasks(subtask_table(summaries, rows, bench, frames), a.out, title, ours_note, notes)
         return

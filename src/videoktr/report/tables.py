@@ -40,38 +40,13 @@ from videoktr.report import grid, uncertainty
 from videoktr.report.summaries import (load_reference, load_summaries, paper_rows, read_json,
                                        summary_of)
 from videoktr.report.table_output import write
+from videoktr.report.cells import (empty_cells, honesty_notes, ours_cells, paper_columns,
+                                   paper_value, row_labels)
+from videoktr.report.cost_table import cost_table
+from videoktr.report.released_table import released_table
 from videoktr.config import sft_models
 
 logger = logging.getLogger(__name__)
-
-# Our benchmark names -> the paper's column labels (paper_tables.csv `benchmark`).
-PAPER_BENCHMARK = {"video_holmes": "Video-Holmes", "videommmu": "VideoMMMU", "mmvu": "MMVU(mc)",
-                   "tempcompass": "TempCompass", "videomme": "VideoMME", "mmmu": "MMMU(val)", "ai2d": "AI2D",
-                   "mmstar": "MMStar", "chartqa": "ChartQA"}
-# Table 4: our training-log key (metrics.json "cost") -> (column, scale), and the paper's matching column.
-COST = [("train_seconds", "train time (s)", 1.0, "train_hours"),
-        ("peak_memory_bytes", "peak memory (MB)", 1e-6, "peak_mem_GB"),
-        ("samples_per_second", "samples/s", 1.0, "samples_per_s"),
-        ("forward_latency_seconds", "forward latency (s)", 1.0, "fwd_latency_s"),
-        ("forward_flops", "forward GFLOPs", 1e-9, "fwd_TFLOPs_per_gpu")]
-# TRL's own log (log_history) has these two when the cost dict is absent.
-TRL_FALLBACK = {"train_seconds": "train_runtime", "samples_per_second": "train_samples_per_second"}
-
-
-def _labels(ours: dict[str, str], paper: pd.DataFrame) -> list[str]:
-    """Our rows in the config's order, then the paper's other rows in its order (paper numbers only)."""
-    return list(dict.fromkeys([*ours, *paper["method"]]))
-
-
-def _paper_columns(paper: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(paper["benchmark"]))
-
-
-def _paper_value(paper: pd.DataFrame, label: str, bench: str, frames: str | None = None) -> float:
-    hit = paper[(paper["method"] == label) & (paper["benchmark"] == bench)]
-    if frames is not None:
-        hit = hit[hit["frames"] == frames]
-    return float(hit["value"].iloc[0]) if len(hit) else math.nan
 
 
 # -- tables ----------------------------------------------------------------------------------------------------------
@@ -106,27 +81,6 @@ def baselines(config: dict, name: str) -> list[str]:
         return full[-1] if full else None
 
     return list(dict.fromkeys(b for b in (find(k) for k in COMPARE.get(name, ())) if b))
-
-
-def _ours(summaries: pd.DataFrame, run: str, benchmarks: list[str], frames: int) -> tuple[dict, dict]:
-    """Our cells of one row: (accuracy (%) per benchmark and their mean; the interval and error columns)."""
-    found = [summary_of(summaries, run, b, frames) for b in benchmarks]
-    cells = {b: 100 * float(s["accuracy"]) for b, s in zip(benchmarks, found)}
-    cells["mean"] = sum(cells[b] for b in benchmarks) / len(benchmarks)
-    extra = {}
-    for k, (b, s) in enumerate(zip(benchmarks, found)):
-        lo, hi = uncertainty.interval(s["scores"], stream=k) or (math.nan, math.nan)
-        extra |= {f"{b}_lo": lo, f"{b}_hi": hi}
-    lo, hi = uncertainty.mean_interval([s["scores"] for s in found]) or (math.nan, math.nan)
-    extra |= {"mean_lo": lo, "mean_hi": hi}
-    extra |= {f"{b}_errors": int(s["errors"]) for b, s in zip(benchmarks, found)}
-    return cells, extra
-
-
-def _empty(benchmarks: list[str]) -> tuple[dict, dict]:
-    cols = [*benchmarks, "mean"]
-    return ({c: math.nan for c in cols},
-            {f"{c}_{x}": math.nan for c in cols for x in ("lo", "hi")} | {f"{b}_errors": math.nan for b in benchmarks})
 
 
 def _differences(summaries: pd.DataFrame, run: str, base_run: str, benchmarks: list[str], frames: int,
@@ -176,19 +130,19 @@ def accuracy_table(summaries: pd.DataFrame, ours: dict[str, str], benchmarks: li
     """One row per method at one frame count: our accuracy (%) per benchmark and their mean, then the paper's; then
     the intervals, error counts and the paired differences with each row of `bases` (labels of `ours`)."""
     out, evaluated = [], {}
-    for label in _labels(ours, paper):
+    for label in row_labels(ours, paper):
         run = ours.get(label)
         row = {"method": label, "run": run or ""}
-        cells, extra = _ours(summaries, run, benchmarks, frames) if run else _empty(benchmarks)
+        cells, extra = ours_cells(summaries, run, benchmarks, frames) if run else empty_cells(benchmarks)
         row |= cells
-        for b in _paper_columns(paper):
-            row[f"paper {b}"] = _paper_value(paper, label, b)
+        for b in paper_columns(paper):
+            row[f"paper {b}"] = paper_value(paper, label, b)
         out.append(row | extra)
         if run:
             evaluated[len(out) - 1] = (label, frames)
     bases = [b for b in bases if b in ours]
     _compare(summaries, evaluated, out, ours, bases, benchmarks)
-    df = _frame(out, "method", benchmarks, _paper_columns(paper), bases)
+    df = _frame(out, "method", benchmarks, paper_columns(paper), bases)
     df.attrs["notes"] = honesty_notes(summaries, ours, evaluated.values(), benchmarks)
     return df
 
@@ -198,146 +152,25 @@ def frames_table(summaries: pd.DataFrame, ours: dict[str, str], benchmarks: list
     """One row per (method, frame count): ours where we evaluated it, the paper's where it reports it; then the
     intervals, error counts and the paired differences with each row of `bases` at the same frame count."""
     out, evaluated = [], {}
-    for label in _labels(ours, paper):
+    for label in row_labels(ours, paper):
         run = ours.get(label)
         stated = [f for f in dict.fromkeys(paper.loc[paper["method"] == label, "frames"])]
         counts = sorted({*(str(f) for f in frames if run), *stated}, key=lambda f: (f == "", float(f or 0)))
         for f in counts:
             row = {"method": label, "frames": f, "run": run or ""}
             done = run is not None and f != "" and float(f).is_integer() and int(float(f)) in frames
-            cells, extra = _ours(summaries, run, benchmarks, int(float(f))) if done else _empty(benchmarks)
+            cells, extra = ours_cells(summaries, run, benchmarks, int(float(f))) if done else empty_cells(benchmarks)
             row |= cells
-            for b in _paper_columns(paper):
-                row[f"paper {b}"] = _paper_value(paper, label, b, f)
+            for b in paper_columns(paper):
+                row[f"paper {b}"] = paper_value(paper, label, b, f)
             out.append(row | extra)
             if done:
                 evaluated[len(out) - 1] = (label, int(float(f)))
     bases = [b for b in bases if b in ours]
     _compare(summaries, evaluated, out, ours, bases, benchmarks)
-    df = _frame(out, ["method", "frames"], benchmarks, _paper_columns(paper), bases)
+    df = _frame(out, ["method", "frames"], benchmarks, paper_columns(paper), bases)
     df.attrs["notes"] = honesty_notes(summaries, ours, evaluated.values(), benchmarks)
     return df
-
-
-def released_reference(config: dict, name: str, paper: pd.DataFrame, benchmarks: list[str],
-                       frames: list[int]) -> dict[tuple[str, int], float]:
-    """{(benchmark, frames): the paper's number} for released checkpoint `name`: its rows `reference_label` in Table 1
-    of the reference (a row without a frame count stands beside every frame count), then `reference` of the config
-    (given by hand: the tiny world, where the paper has none), which wins."""
-    entry = config["released"][name]
-    out = {}
-    label = entry.get("reference_label")
-    if label:
-        rows = paper[paper["method"] == label]
-        if rows.empty:
-            raise SystemExit(f"config released.{name}.reference_label: no row {label!r} in Table 1 of the reference "
-                             f"(its rows: {', '.join(dict.fromkeys(paper['method']))})")
-        for b in benchmarks:
-            col = PAPER_BENCHMARK.get(b, b)
-            for f in frames:
-                hit = rows[(rows["benchmark"] == col) & (rows["frames"] == str(f))]
-                hit = hit if len(hit) else rows[(rows["benchmark"] == col) & (rows["frames"] == "")]
-                if len(hit):
-                    out[(b, f)] = float(hit["value"].iloc[0])
-    for b, by_frames in (entry.get("reference") or {}).items():
-        for f, value in by_frames.items():
-            out[(b, int(f))] = float(value)
-    return out
-
-
-def released_table(config: dict, summaries: pd.DataFrame, benchmarks: list[str], frames: list[int],
-                   paper: pd.DataFrame, manifests: dict[str, dict] | None = None) -> pd.DataFrame:
-    """Table 1's block of released checkpoints: one row per (checkpoint, frame count) of config `released`, our
-    accuracy (%) per benchmark and their mean, the paper's number for it (`paper <c>`), and the difference ours - paper
-    (`<c> - paper`, percentage points). Our accuracies carry their bootstrap interval (`<c>_lo`, `_hi`), and so does
-    each difference: our interval shifted by the paper's number (which has none)."""
-    manifests = manifests or {}
-    out, evaluated = [], []
-    cols = [*benchmarks, "mean"]
-    for name, entry in config["released"].items():
-        reference = released_reference(config, name, paper, benchmarks, frames)
-        manifest = manifests.get(name) or {}
-        commit = manifest.get("commit") or ("(mirror)" if manifest.get("mirror") else "")
-        for f in frames:
-            cells, extra = _ours(summaries, name, benchmarks, f)
-            theirs = {b: reference.get((b, f), math.nan) for b in benchmarks}
-            theirs["mean"] = (sum(theirs[b] for b in benchmarks) / len(benchmarks)
-                              if all(theirs[b] == theirs[b] for b in benchmarks) else math.nan)
-            row = {"model": name, "frames": str(f), "repo": entry["hub"]["repo"],
-                   "revision": entry["hub"]["revision"], "commit": commit,
-                   "paper row": entry.get("reference_label") or f"config released.{name}.reference"}
-            for c in cols:
-                row |= {c: cells[c], f"paper {c}": theirs[c], f"{c} - paper": cells[c] - theirs[c]}
-            for c in cols:
-                row |= {f"{c}_lo": extra[f"{c}_lo"], f"{c}_hi": extra[f"{c}_hi"]}
-                row |= {f"{c} - paper_{x}": extra[f"{c}_{x}"] - theirs[c] for x in ("lo", "hi")}
-            row |= {f"{b}_errors": extra[f"{b}_errors"] for b in benchmarks}
-            out.append(row)
-            evaluated.append((name, f))
-    df = pd.DataFrame(out).set_index(["model", "frames"]).round(2)
-    df.attrs["notes"] = honesty_notes(summaries, {n: n for n in config["released"]}, evaluated, benchmarks)
-    return df
-
-
-def honesty_notes(summaries: pd.DataFrame, ours: dict[str, str], evaluated, benchmarks: list[str]) -> list[str]:
-    """What a reader must know about the cells of ours: evaluations with error rows (questions that could not be
-    asked, counted wrong), and columns (benchmark, frames) whose cells were scored on different question sets."""
-    cells = sorted({(b, f, label) for label, f in evaluated for b in benchmarks},
-                   key=lambda x: (x[1], benchmarks.index(x[0]), list(ours).index(x[2])))
-    errors, sets = [], {}
-    for b, f, label in cells:
-        s = summary_of(summaries, ours[label], b, f)
-        n = s["questions"]
-        n = n if isinstance(n, int) else (len(s["scores"]) if s["scores"] else None)
-        if s["errors"]:
-            of = f" of {n}" if n is not None else ""
-            errors.append(f"{b} at {f} frames: {label} ({ours[label]}) {int(s['errors'])}{of}")
-        if isinstance(s["question_set"], str) and s["question_set"]:
-            sets.setdefault((b, f), {}).setdefault(s["question_set"], []).append(
-                (label, ours[label], len(s["scores"]) if s["scores"] else n))
-    lines = []
-    if errors:
-        lines.append("evaluation errors (questions that could not be asked, counted wrong; '(N err)' beside a table "
-                     "cell): " + "; ".join(errors))
-    mixed = [(b, f, groups) for (b, f), groups in sets.items() if len(groups) > 1]
-    if mixed:
-        parts = []
-        for b, f, groups in mixed:
-            described = " vs ".join(", ".join(f"{lab} ({run})" for lab, run, _ in g) + f" [{g[0][2]} questions]"
-                                    for g in groups.values())
-            parts.append(f"{b} at {f} frames: {described}")
-        lines.append("DIFFERENT QUESTION SETS in one column (not the same questions; each paired difference uses only "
-                     "the question ids both rows were scored on): " + "; ".join(parts))
-    return lines
-
-
-def cost_of(metrics: dict) -> dict[str, float]:
-    """Our cost numbers of one run: metrics.json "cost", else TRL's train_runtime / train_samples_per_second."""
-    cost = dict(metrics.get("cost") or {})
-    for key, trl in TRL_FALLBACK.items():
-        if cost.get(key) is None:
-            logged = [h[trl] for h in metrics.get("log_history", []) if trl in h]
-            if logged:
-                cost[key] = logged[-1]
-    return {key: (math.nan if cost.get(key) is None else float(cost[key]) * scale) for key, _, scale, _ in COST}
-
-
-def cost_table(metrics: dict[str, dict], ours: dict[str, str], paper: pd.DataFrame) -> pd.DataFrame:
-    """Table 4: our cost per method from our training logs, the paper's beside, and each relative to the first row."""
-    out = []
-    for label in _labels(ours, paper):
-        run = ours.get(label)
-        mine = cost_of(metrics[run]) if run else {k: math.nan for k, *_ in COST}
-        row = {"method": label, "run": run or ""}
-        row |= {col: mine[key] for key, col, _, _ in COST}
-        row |= {f"paper {p}": _paper_value(paper, label, p) for *_, p in COST}
-        out.append(row)
-    df = pd.DataFrame(out).set_index("method")
-    base = next(iter(ours))  # ratios against the first row of ours (GRPO)
-    for key, col, _, p in COST[:2]:
-        df[f"{col.split(' (')[0]} / {base}"] = df[col] / df.loc[base, col]
-        df[f"paper {p} / {base}"] = df[f"paper {p}"] / df.loc[base, f"paper {p}"]
-    return df.round(4)
 
 
 INTERVAL_NOTE = (f"ours as 'accuracy [lo, hi]': the {uncertainty.LEVEL:.0%} percentile-bootstrap interval over the "
