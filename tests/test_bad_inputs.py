@@ -13,6 +13,9 @@ Kinds:
     benchmark  the text of a benchmark's records file -> BadDataError of the evaluation's loader
     question   a patch over a good eval record "vid-3" -> the evaluation loader's problem, as evaluate logs it
     media      a patch over a good record -> what load_frames / load_images raise where the clip or image is opened
+    summary    the text of an evaluation summary -> the one line a table or figure rule stops with
+    checkpoint (file, what to do to it: "delete", "truncate" or new text) on a complete checkpoint-2 -> why resume
+               skips it (`checkpoint_problem`, logged with the folder's name)
 
 The media folder of `record`, `question` and `media` holds the world's clips through a symlinked folder `videos/`
 (paths are confined lexically: links inside the folder are followed) and a corrupt clip `corrupt.mp4`.
@@ -79,6 +82,19 @@ CASES = {
     "image path ../": Case("media", {"data_type": "image", "images": [ESCAPE]}, ("image 1", "leaves the media folder")),
     "image bytes corrupt": Case("media", {"data_type": "image", "images": [b"not a png"]}, ("image 1", "cannot read")),
     "corrupt clip opened": Case("media", {"path": "corrupt.mp4"}, ("corrupt.mp4",)),
+    # an evaluation summary, as a table reads it
+    "summary not JSON": Case("summary", "{oops", ("f8.summary.json", "corrupt evaluation summary", "not valid JSON")),
+    "summary a list": Case("summary", "[]", ("f8.summary.json", "not an object")),
+    "summary without accuracy": Case("summary", '{"model": "m", "benchmark": "b", "frames": 8}',
+                                     ("f8.summary.json", "no accuracy")),
+    # a checkpoint cut off while it was written
+    "checkpoint without state": Case("checkpoint", ("trainer_state.json", "delete"),
+                                     ("checkpoint-2", "trainer_state.json missing")),
+    "checkpoint state of another step": Case("checkpoint", ("trainer_state.json", '{"global_step": 1}'),
+                                             ("checkpoint-2", "says step 1")),
+    "checkpoint weights cut off": Case("checkpoint", ("model.safetensors", "truncate"), ("checkpoint-2", "model.safetensors")),
+    "checkpoint without optimizer": Case("checkpoint", ("optimizer.pt", "delete"), ("checkpoint-2", "optimizer.pt")),
+    "checkpoint without rng state": Case("checkpoint", ("rng_state.pth", "delete"), ("checkpoint-2", "rng_state.pth")),
 }
 
 
@@ -159,8 +175,43 @@ def run_media(patch, ctx):
     return str(e.value)
 
 
+def run_summary(text, ctx):
+    from videoktr.report.summaries import load_summaries
+
+    path = ctx["tmp"] / "eval/m/b/f8.summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        load_summaries([path])
+    return str(e.value)
+
+
+def run_checkpoint(change, ctx):
+    import torch
+    from safetensors.torch import save_file
+
+    from videoktr.rl.run import checkpoint_problem
+
+    ckpt = ctx["tmp"] / "checkpoints/checkpoint-2"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text('{"global_step": 2}')
+    save_file({"w": torch.zeros(64)}, str(ckpt / "model.safetensors"))
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        torch.save({"x": torch.zeros(64)}, ckpt / name)
+    assert checkpoint_problem(ckpt) is None  # complete before the change
+    name, what = change
+    if what == "delete":
+        (ckpt / name).unlink()
+    elif what == "truncate":
+        (ckpt / name).write_bytes((ckpt / name).read_bytes()[:40])
+    else:
+        (ckpt / name).write_text(what)
+    return f"{ckpt.name}: {checkpoint_problem(ckpt)}"
+
+
 RUNNERS = {"config": run_config, "split": run_split, "record": run_record, "benchmark": run_benchmark,
-           "question": run_question, "media": run_media}
+           "question": run_question, "media": run_media,
+           "summary": run_summary, "checkpoint": run_checkpoint}
 
 
 @pytest.fixture(scope="module")
