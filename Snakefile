@@ -4,7 +4,12 @@
 from videoktr.config import ConfigError, validate as validate_config
 
 
-configfile: "config/config.yaml"
+# The tiny world only when no config file is given: the job steps a cluster executor spawns get the profile's config
+# files (--configfiles) but not --replace-workflow-config, so an unconditional default would be merged under
+# config/paper.yaml inside every SLURM job (the tiny world's sft_models leaking into the paper study).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

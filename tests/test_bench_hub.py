@@ -6,16 +6,15 @@ of the download rules into an evaluation."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from videoktr.config import validate
+from videoktr.data.rehearsal_mirror import build_benchmark_mirror as _build_benchmark_mirror
 from videoktr.eval.benchmarks import eval_paths, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,54 +41,11 @@ EXPECTED = {
 BAD_ZIPS = {"videommmu": "Art.zip", "videomme": "videos_chunked_02.zip"}
 
 
-def _zip(path: Path, members: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as z:
-        for arcname, src in members.items():
-            z.write(src, arcname)
-
-
 def build_benchmark_mirror(root: Path) -> Path:
     """<root>/<repo>/<file> for each benchmark of config/paper.yaml's eval.hub, in the published layout its entry
-    names (records files, clips or clip archives), from the fixtures of tests/fixtures/benchmarks."""
-    def repo(name):
-        d = root / HUB[name]["repo"]
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    d = repo("video_holmes")  # test_Video-Holmes.json, videos.zip -> videos_cropped/<video ID>.mp4
-    shutil.copy(FIX / "video_holmes/test_Video-Holmes.json", d)
-    _zip(d / "videos.zip", {f"videos_cropped/{p.name}": p for p in (FIX / "video_holmes/videos").glob("*.mp4")})
-    d = repo("videommmu")  # <Track>/test-*.parquet, <Discipline>.zip -> <Discipline>/<id>.mp4
-    for track in ("Perception", "Comprehension", "Adaptation"):
-        shutil.copytree(FIX / "videommmu" / track, d / track)
-    shutil.copytree(FIX / "videommmu/Comprehension", d / "Comprehension_Engineering")  # not a track: never read
-    _zip(d / "Science.zip", {"Science/dev_Biology_3.mp4": FIX / "videommmu/videos/Science/dev_Biology_3.mp4",
-                             "Science/test_Math_7.mp4": FIX / "videommmu/videos/test_Math_7.mp4"})
-    (d / "Art.zip").write_bytes(b"this is not a zip archive")
-    d = repo("mmvu")  # validation.json, videos/<Subject>/<n>.mp4 as plain files
-    shutil.copy(FIX / "mmvu/validation.json", d)
-    shutil.copytree(FIX / "mmvu/videos", d / "videos")
-    d = repo("tempcompass")  # multi-choice/*.parquet (and another split, not fetched), tempcompass_videos.zip
-    shutil.copytree(FIX / "tempcompass/multi-choice", d / "multi-choice")
-    shutil.copytree(FIX / "tempcompass/multi-choice", d / "yes_no")
-    _zip(d / "tempcompass_videos.zip", {f"videos/{p.name}": p for p in (FIX / "tempcompass/videos").glob("*.mp4")})
-    d = repo("videomme")  # videomme/test-*.parquet, videos_chunked_NN.zip -> data/<videoID>.mp4, subtitle.zip
-    shutil.copytree(FIX / "videomme/videomme", d / "videomme")
-    _zip(d / "videos_chunked_01.zip", {"data/fFjv93ACGo8.mp4": FIX / "videomme/data/fFjv93ACGo8.mp4"})
-    (d / "videos_chunked_02.zip").write_bytes(b"PK\x03\x04 truncated")  # would hold data/mediumClip01.mp4
-    (d / "subtitle.zip").write_bytes(b"not fetched")
-    d = repo("mmmu")  # <Subject>/{dev,validation,test}-*.parquet
-    for subject in ("Art", "Math"):
-        shutil.copytree(FIX / "mmmu" / subject, d / subject)
-        shutil.copy(d / subject / "validation-00000-of-00001.parquet", d / subject / "dev-00000-of-00001.parquet")
-    d = repo("ai2d")
-    shutil.copytree(FIX / "ai2d/data", d / "data")
-    d = repo("mmstar")
-    shutil.copy(FIX / "mmstar/mmstar.parquet", d)
-    d = repo("chartqa")
-    shutil.copytree(FIX / "chartqa/data", d / "data")
-    return root
+    names (records files, clips or clip archives), from the fixtures of tests/fixtures/benchmarks (the package's
+    builder, which the rehearsal's mirror uses too: videoktr.data.rehearsal_mirror)."""
+    return _build_benchmark_mirror(root, HUB, FIX)
 
 
 @pytest.fixture(scope="module")

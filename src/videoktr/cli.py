@@ -131,16 +131,33 @@ def cmd_fetch(a, cfg):
 
     src = cfg["source"]
     access = hub_access(cfg, src.get("config_key", ""))
+    # bench-records / bench-media: an evaluation benchmark of config eval.hub, kept in its published layout
     patterns = {"records": [src.get("records")], "media": src.get("media") or [],
-                "model": src.get("files") or ["*"]}[a.what]
+                "model": src.get("files") or ["*"], "bench-records": src.get("files") or [src.get("records")],
+                "bench-media": src.get("media") or []}[a.what]
+    bad: list = []
     try:
         manifest = fetch(src, patterns, Path(a.download_dir), mirror=access["mirror"], retries=access["retries"])
-        if a.what == "media":
+        if a.what in ("media", "bench-media"):
             archives = [Path(a.download_dir) / n for n in manifest["files"] if n.endswith(".zip")]
-            manifest["extracted_now"] = extract(archives, Path(a.download_dir))
+            # a benchmark's unreadable archive is named and counted; the rest of the benchmark is evaluated
+            manifest["extracted_now"] = extract(archives, Path(a.download_dir),
+                                                bad=bad if a.what == "bench-media" else None)
     except (HubUnavailable, BadDownload) as err:
         raise SystemExit(f"videoktr fetch: {err}") from None
     out = Path(a.out)
+    if a.what == "bench-media":
+        manifest["bad_archives"] = bad
+        if bad:
+            log.warning("%s: %d of %d archive(s) unreadable (%s); the questions on their clips count as errors",
+                        src["repo"], len(bad), sum(n.endswith(".zip") for n in manifest["files"]),
+                        ", ".join(b["path"] for b in bad))
+    if a.what == "bench-media" and bad and not out.exists():
+        out.mkdir(parents=True)  # every archive unreadable: an empty clips' folder, each question an error
+    if a.what.startswith("bench-") and not out.exists():
+        what = "records" if a.what == "bench-records" else "media_dir"
+        raise SystemExit(f"videoktr fetch: {src['repo']} ({src.get('config_key', 'eval.hub')}): {out} is not there "
+                         f"after the download: fix {src.get('config_key', 'eval.hub')}.{what}")
     if a.what == "records":
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
@@ -228,6 +245,16 @@ def cmd_preflight(a, cfg):
     _write_json(a.out, {"ok": True})
 
 
+def cmd_rehearsal_mirror(a, cfg):
+    """A local hub of every repository config/paper.yaml downloads, tiny contents in the published layouts
+    (videoktr.data.rehearsal_mirror), for data.mirror / model.mirror / sft_models.*.mirror / released.*.mirror /
+    eval.mirror."""
+    from videoktr.data.rehearsal_mirror import build_rehearsal_mirror
+
+    summary = build_rehearsal_mirror(Path(a.out), seed=int(cfg.get("seed", 0)))
+    log.info("rehearsal mirror in %s: %s", a.out, json.dumps({k: v for k, v in summary.items() if k != "models"}))
+
+
 # Steps with a command line of their own: {step: (module, help)}; `videoktr STEP ARGS...` calls module.main(ARGS).
 DELEGATED = {
     "table": ("videoktr.report.tables", "a table: CSV, Markdown and LaTeX (videoktr.report.tables)"),
@@ -261,6 +288,7 @@ def parser() -> argparse.ArgumentParser:
     add("filter-shard", cmd_filter_shard, "model", "records", "data_dir", "shard", "partial", "out")
     add("filter-gather", cmd_filter_gather, "records", "shards", "scores", "png", "csv", "out")
     add("preflight", cmd_preflight, "out")
+    add("rehearsal-mirror", cmd_rehearsal_mirror, "out")
     for name, (module, text) in DELEGATED.items():
         s = sub.add_parser(name, help=text, add_help=False)  # its own parser answers --help
         s.add_argument("argv", nargs=argparse.REMAINDER, help=f"the arguments of {module}")

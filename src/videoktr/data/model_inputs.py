@@ -80,3 +80,47 @@ def mm_token_type_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
     ids[input_ids == config.image_token_id] = 1
     ids[input_ids == config.video_token_id] = 2
     return ids
+
+
+def video_input_stats(video_grid_thw, *, patch_size: int = 14, merge_size: int = 2,
+                      temporal_patch_size: int = 2) -> dict | None:
+    """What the model sees of each clip of a processor batch (rows [t, h, w] of `video_grid_thw`, in patches): frames
+    fed (t x temporal patch), pixels per frame (h x w x patch^2) and video tokens (t x h x w / merge^2), as
+    {clips, frames_max, pixels_per_frame_max, tokens_min, tokens_mean, tokens_max}; None without videos. Logged by
+    training (metrics `video/*`) and by the filter and evaluation backends, so the input sizes can be checked."""
+    if video_grid_thw is None or len(video_grid_thw) == 0:
+        return None
+    rows = [[int(x) for x in row] for row in (video_grid_thw.tolist() if hasattr(video_grid_thw, "tolist")
+                                               else video_grid_thw)]
+    tokens = [t * h * w // merge_size ** 2 for t, h, w in rows]
+    return {"clips": len(rows), "frames_max": max(t * temporal_patch_size for t, _, _ in rows),
+            "pixels_per_frame_max": max(h * w * patch_size ** 2 for _, h, w in rows),
+            "tokens_min": min(tokens), "tokens_mean": sum(tokens) / len(tokens), "tokens_max": max(tokens)}
+
+
+def merge_video_stats(parts: list[dict | None]) -> dict | None:
+    """One video_input_stats over several batches."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    clips = sum(p["clips"] for p in parts)
+    return {"clips": clips, "frames_max": max(p["frames_max"] for p in parts),
+            "pixels_per_frame_max": max(p["pixels_per_frame_max"] for p in parts),
+            "tokens_min": min(p["tokens_min"] for p in parts),
+            "tokens_mean": sum(p["tokens_mean"] * p["clips"] for p in parts) / clips,
+            "tokens_max": max(p["tokens_max"] for p in parts)}
+
+
+def format_video_stats(stats: dict) -> str:
+    return (f"{stats['clips']} clip(s), at most {stats['frames_max']} frames and {stats['pixels_per_frame_max']} "
+            f"pixels per frame, video tokens per clip min/mean/max {stats['tokens_min']}/{stats['tokens_mean']:.1f}/"
+            f"{stats['tokens_max']}")
+
+
+def processor_video_stats(processor, batch) -> dict | None:
+    """video_input_stats of a processor batch, with the processor's patch, merge and temporal patch sizes."""
+    vp = getattr(processor, "video_processor", None)
+    return video_input_stats(batch.get("video_grid_thw") if hasattr(batch, "get") else None,
+                             patch_size=int(getattr(vp, "patch_size", 14) or 14),
+                             merge_size=int(getattr(vp, "merge_size", 2) or 2),
+                             temporal_patch_size=int(getattr(vp, "temporal_patch_size", 2) or 2))

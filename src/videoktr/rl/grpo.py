@@ -13,14 +13,17 @@ log-prob forward, so a naive video GRPO trains text-only. `VideoGRPOTrainer` fix
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import torch
 from trl import GRPOTrainer
 
-from videoktr.data.model_inputs import apply_pixel_bounds, encode, load_frames, mm_token_type_ids
+from videoktr.data.model_inputs import (apply_pixel_bounds, encode, format_video_stats, load_frames,
+                                        mm_token_type_ids, processor_video_stats)
 
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+log = logging.getLogger(__name__)
 IMAGE_ONLY_KWARGS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes")
 
 
@@ -65,6 +68,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._batch_rows: list[dict] = []  # dataset rows of the generation batch in flight
         self._videos: list[dict] = []  # per-sample video tensors aligned with the rows being scored
         self._frames: list = []  # decoded frames of the generation batch's rows (frame-level counterfactuals)
+        self.video_input: list[dict] = []  # video_input_stats of every generation batch (metrics.json video_input)
 
     # -- generation -------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
@@ -83,6 +87,13 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._frames = frames
         prompt_ids, fields, batch = encode_prompts(self.processing_class, prompts, frames, self.video_cfg["fps"])
         self._videos = split_videos(batch)
+        stats = processor_video_stats(self.processing_class, batch)
+        if stats:  # what the policy saw of each clip: logged per step (metrics.json log_history, `video/*`)
+            mode = "train" if self.model.training else "eval"
+            for key in ("frames_max", "pixels_per_frame_max", "tokens_min", "tokens_mean", "tokens_max"):
+                self._metrics[mode][f"video/{key}"].append(float(stats[key]))
+            self.video_input.append(stats)
+            log.info("video input: %s", format_video_stats(stats))
         return prompt_ids, None, fields
 
     # -- every log-prob forward -------------------------------------------------------------------------------

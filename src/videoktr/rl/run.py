@@ -15,7 +15,7 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig
 
-from videoktr.data.model_inputs import conversation
+from videoktr.data.model_inputs import conversation, merge_video_stats
 from videoktr.models.tiny import vision_token_ids
 from videoktr.provenance import digest, model_fingerprint
 from videoktr.rl.baselines import TGRPOTrainer, TWGRPOTrainer
@@ -345,6 +345,8 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         "train_loss": training_loss, "resumed_from": [], "segments": 1,
         "unparseable_answers": accuracy.unparseable, "scored_answers": accuracy.seen, "cost": cost.summary(),
         "trained_with": trained_with(trainer), "log_history": trainer.state.log_history,
+        # what the policy saw of the clips over this segment: frames, pixels per frame, video tokens per clip
+        "video_input": merge_video_stats(getattr(trainer, "video_input", [])),
     }
     whole_run(metrics, training_loss, last)
     if trainer.accelerator.is_main_process:  # the marker a rerun reads: reuse, or (model gone) start afresh
