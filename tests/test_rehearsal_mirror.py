@@ -67,14 +67,8 @@ def test_the_mirror_checkpoint_is_a_qwen25vl_with_the_hubs_file_names(tmp_path):
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from videoktr.data.rehearsal_mirror import (
-        QWEN_IDS,
-        SIZE_3B,
-        format_warmup,
-        qwen_model,
-        qwen_tokenizer,
-        save_checkpoint,
-    )
+    from videoktr.data.mirror_checkpoints import QWEN_IDS, format_warmup, qwen_model, qwen_tokenizer, save_checkpoint
+    from videoktr.data.rehearsal_mirror import SIZE_3B
 
     texts = [("<|im_start|>user\nWhat colour? A. red B. blue<|im_end|>\n<|im_start|>assistant\n",
               "<think>x</think><answer>B</answer><|im_end|>")] * 4
