@@ -9,7 +9,8 @@ import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from conftest import VIDEO_CFG, records
-from videoktr.rl.attribution import key_token_masks, temporal_permutation, top_fraction_mask
+from videoktr.rl.attribution import (key_token_masks, temporal_permutation, threshold_mask, ties_at_threshold,
+                                     top_fraction_mask)
 from videoktr.data.model_inputs import encode, load_frames, prompt_text
 from videoktr.models.sft import sft_target
 from videoktr.rl.rewards import AccuracyReward, format_reward_func
@@ -45,6 +46,55 @@ def test_union_is_the_or_of_the_signals():
     assert torch.equal(union, per["E"] | per["V"] | per["T"])
     only_v, per_v = key_token_masks(scores, valid, 0.2, torch.zeros(4, dtype=torch.long), signals=("V",))
     assert torch.equal(only_v, per["V"]) and set(per_v) == {"V"}
+
+
+def test_a_flat_signal_selects_r_by_position_or_nothing_and_its_ties_are_counted():
+    """A static clip's temporal scores are all 0: top_r still takes round(r * n) tokens (by position), every one
+    of them a tie at the threshold; no_spread 'none' takes none. A signal with spread is untouched by the switch."""
+    valid = torch.ones(4, 10, dtype=torch.bool)
+    valid[1, 7:] = False
+    groups = torch.tensor([0, 0, 1, 1])
+    flat = torch.zeros(4, 10)
+    spread = torch.arange(40.0).view(4, 10)
+    spread[2:] = 0  # group 1 flat, group 0 with spread
+    sel = top_fraction_mask(flat, valid, 0.2, groups)
+    assert sel.sum() == round(0.2 * 17) + round(0.2 * 20)
+    assert torch.equal(ties_at_threshold(flat, sel, valid, groups), sel)  # every pick is a tie
+    assert not top_fraction_mask(flat, valid, 0.2, groups, no_spread="none").any()
+    noisy = flat.clone()
+    noisy[0, 3] = noisy[3, 1] = 4.8e-7  # float noise of two passes (TIE_ATOL): still no spread, still ties
+    picked = top_fraction_mask(noisy, valid, 0.2, groups)
+    assert torch.equal(ties_at_threshold(noisy, picked, valid, groups), picked)
+    assert not top_fraction_mask(noisy, valid, 0.2, groups, no_spread="none").any()
+    mixed = top_fraction_mask(spread, valid, 0.2, groups, no_spread="none")
+    assert torch.equal(mixed[:2], top_fraction_mask(spread, valid, 0.2, groups)[:2]) and not mixed[2:].any()
+    # continuous scores: no ties, and the switch changes nothing
+    scores = torch.rand(4, 10, generator=torch.Generator().manual_seed(0))
+    for no_spread in ("top_r", "none"):
+        union, per = key_token_masks({"E": scores, "T": flat}, valid, 0.2, groups, ("E", "T"), no_spread)
+        assert not ties_at_threshold(scores, per["E"], valid, groups).any()
+        assert torch.equal(per["E"], top_fraction_mask(scores, valid, 0.2, groups))
+        assert torch.equal(union, per["E"] | per["T"]) and per["T"].any() == (no_spread == "top_r")
+    # a partial tie: the cut falls inside three equal scores, two of them selected (by position)
+    row = torch.tensor([[5.0, 3.0, 3.0, 3.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    one = torch.ones(1, 10, dtype=torch.bool)
+    pick = top_fraction_mask(row, one, 0.3, torch.zeros(1, dtype=torch.long))
+    tied = ties_at_threshold(row, pick, one, torch.zeros(1, dtype=torch.long))
+    assert pick.sum() == 3 and tied.sum() == 2 and not tied[0, 0]
+    with pytest.raises(ValueError, match="no_spread"):
+        top_fraction_mask(row, one, 0.3, torch.zeros(1, dtype=torch.long), no_spread="all")
+
+
+def test_batch_scope_takes_the_whole_tie_and_none_takes_nothing_on_a_flat_signal():
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    flat = torch.zeros(2, 5)
+    everything = flat[valid]
+    assert threshold_mask(flat, valid, 0.2, everything).all()  # >= threshold: the whole tie
+    assert ties_at_threshold(flat, valid, valid, all_valid_scores=everything, ratio=0.2).all()
+    assert not threshold_mask(flat, valid, 0.2, everything, no_spread="none").any()
+    scores = torch.arange(10.0).view(2, 5)
+    sel = threshold_mask(scores, valid, 0.2, scores[valid], no_spread="none")
+    assert sel.sum() == 2 and not ties_at_threshold(scores, sel, valid, all_valid_scores=scores[valid], ratio=0.2).any()
 
 
 def test_temporal_permutation_is_never_the_identity():

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from videoktr.rl.ktr import global_batch_mask
+from videoktr.rl.counterfactuals import global_batch_mask
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}

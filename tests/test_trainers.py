@@ -179,9 +179,32 @@ def test_every_knob_selects_r_per_signal_and_masks_the_loss(world, tiny_model_di
         # per group of G rollouts: round(r * n) tokens, so the batch share is r within one token per group
         assert abs(log[f"ktr/{s}_share"][-1] * valid.sum().item() - 0.2 * valid.sum().item()) <= 2
     assert log["ktr/union_share"][-1] == pytest.approx(key.sum().item() / valid.sum().item())
+    assert all(0 <= log[f"ktr/ties_{s}"][-1] <= 1 for s in trainer.ktr.signals)
     # token-level losses (dapo) divide by the count of loss tokens: the key tokens, not every completion token
     assert out["num_items_in_batch"].item() == key.sum().item()
     assert torch.isfinite(trainer._compute_loss(trainer.model, out))
+
+
+@pytest.mark.parametrize("no_spread", ["top_r", "none"])
+def test_a_static_clip_has_no_temporal_spread_its_ties_are_logged_and_none_selects_nothing(world, tiny_model_dir,
+                                                                                            tmp_path, no_spread):
+    """A colour/shape clip shows one still shape: reordering its frames changes nothing, so every temporal score is
+    exactly 0. top_r still picks r of the tokens (by position): ktr/ties_T = 1. none picks no T token; E and V, with
+    spread, keep their r and no ties."""
+    rec = records(world)[0]
+    assert rec["data_source"] == "tinyworld/appearance"
+    trainer = _ktr(world, tiny_model_dir, tmp_path, no_spread=no_spread)
+    trainer.model.train()
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions(list(to_dataset([rec]))[:1] * 4)
+    log = {k: v[-1] for k, v in trainer._metrics["train"].items() if k.startswith("ktr/")}
+    n = out["completion_mask"].sum().item()
+    if no_spread == "top_r":
+        assert log["ktr/ties_T"] == 1.0 and abs(log["ktr/T_share"] * n - 0.2 * n) <= 1
+    else:
+        assert log["ktr/T_share"] == 0 and log["ktr/ties_T"] == 0
+    for s in ("E", "V"):
+        assert log[f"ktr/ties_{s}"] == 0 and abs(log[f"ktr/{s}_share"] * n - 0.2 * n) <= 1
 
 
 @pytest.mark.parametrize("weighting", ["softmax", "sigmoid", "linear", "exponential"])

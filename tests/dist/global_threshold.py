@@ -5,7 +5,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from videoktr.rl.ktr import global_batch_mask
+from videoktr.rl.counterfactuals import global_batch_mask
 
 acc = Accelerator(cpu=True)
 g = torch.Generator().manual_seed(0)

@@ -46,18 +46,31 @@ def distribution_distance(logp: torch.Tensor, logq: torch.Tensor, kind: str) -> 
     raise ValueError(f"unknown distance {kind!r}; known: {DISTANCES}")
 
 
-def top_fraction_mask(scores: torch.Tensor, valid: torch.Tensor, ratio: float, groups: torch.Tensor) -> torch.Tensor:
+NO_SPREAD = ("top_r", "none")  # what a signal selects in a scope where all its valid scores are equal
+# Scores closer than this are equal (ties; no spread). The same token's float32 log-prob from two passes of
+# different batch shapes (generation's steps, the batched counterfactual) differs by up to about 1e-6, so a static
+# clip's temporal scores are 0 up to such noise (measured: 0 or 4.8e-7 on the tiny world).
+TIE_ATOL = 1e-5
+
+
+def top_fraction_mask(scores: torch.Tensor, valid: torch.Tensor, ratio: float, groups: torch.Tensor,
+                      no_spread: str = "top_r") -> torch.Tensor:
     """Per group (rows sharing a group id), the round(ratio * n_valid) highest-scoring valid tokens.
 
     Exactly that many per group: ties are broken by position, so the selected share equals r within one token.
+    `no_spread`: in a group whose valid scores are all equal (within TIE_ATOL; no spread: the temporal score of a
+    static clip is 0 on every token) `top_r` still takes round(r * n) tokens, by position (the paper, the authors'
+    code); `none` takes no token (a signal with no spread selects nothing).
     """
+    if no_spread not in NO_SPREAD:
+        raise ValueError(f"unknown no_spread {no_spread!r}; known: {NO_SPREAD}")
     selected = torch.zeros_like(valid, dtype=torch.bool)
     for g in groups.unique():
         rows = groups == g
         s, v = scores[rows], valid[rows].bool()
         n = int(v.sum())
         k = min(n, int(math.floor(ratio * n + 0.5)))
-        if k == 0:
+        if k == 0 or (no_spread == "none" and _flat(s[v])):
             continue
         flat = s.masked_fill(~v, float("-inf")).flatten()
         chosen = torch.zeros_like(flat, dtype=torch.bool)
@@ -66,19 +79,64 @@ def top_fraction_mask(scores: torch.Tensor, valid: torch.Tensor, ratio: float, g
     return selected
 
 
-def threshold_mask(scores: torch.Tensor, valid: torch.Tensor, ratio: float, all_valid_scores: torch.Tensor):
-    """Global-batch scope: one threshold, the (1 - r) quantile of every rank's valid scores (gathered by caller)."""
-    if all_valid_scores.numel() == 0:
+def _flat(values: torch.Tensor) -> bool:
+    """No spread: every value equal within TIE_ATOL (or none)."""
+    return values.numel() == 0 or bool(values.max() - values.min() <= TIE_ATOL)
+
+
+def threshold_mask(scores: torch.Tensor, valid: torch.Tensor, ratio: float, all_valid_scores: torch.Tensor,
+                   no_spread: str = "top_r"):
+    """Global-batch scope: one threshold, the (1 - r) quantile of every rank's valid scores (gathered by caller).
+
+    Every token at or above it is taken, so tied scores at the threshold are all taken (all valid tokens when every
+    score is equal); `no_spread: none` takes none then."""
+    if no_spread not in NO_SPREAD:
+        raise ValueError(f"unknown no_spread {no_spread!r}; known: {NO_SPREAD}")
+    if all_valid_scores.numel() == 0 or (no_spread == "none" and _flat(all_valid_scores)):
         return torch.zeros_like(valid, dtype=torch.bool)
+    return (scores >= batch_threshold(all_valid_scores, ratio)) & valid.bool()
+
+
+def batch_threshold(all_valid_scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The lowest of the round(r * n) highest of every rank's valid scores (at least one)."""
     k = max(1, int(math.floor(ratio * all_valid_scores.numel() + 0.5)))
-    threshold = torch.topk(all_valid_scores.float(), k).values.min()
-    return (scores >= threshold) & valid.bool()
+    return torch.topk(all_valid_scores.float(), k).values.min()
+
+
+def ties_at_threshold(scores: torch.Tensor, selected: torch.Tensor, valid: torch.Tensor,
+                      groups: torch.Tensor | None = None, all_valid_scores: torch.Tensor | None = None,
+                      ratio: float | None = None) -> torch.Tensor:
+    """The selected tokens that sit in a tie at their scope's threshold: their score equals the scope's threshold
+    (its lowest selected score; equal: within TIE_ATOL) and at least one other valid token of the scope has that
+    score, so the score alone
+    did not pick them (top_fraction_mask broke the tie by position; threshold_mask took the whole tie). Scopes: rows
+    sharing a group id (`groups`), or the global batch (`all_valid_scores`, every rank's valid scores, and `ratio`,
+    as threshold_mask gets them)."""
+    v, sel = valid.bool(), selected.bool() & valid.bool()
+    tied = torch.zeros_like(sel)
+    if all_valid_scores is not None:
+        if not sel.any():
+            return tied
+        everything = all_valid_scores.float()
+        threshold = batch_threshold(everything, ratio)
+        if int(((everything - threshold).abs() <= TIE_ATOL).sum()) > 1:
+            tied = sel & ((scores.float() - threshold).abs() <= TIE_ATOL)
+        return tied
+    for g in groups.unique():
+        rows = groups == g
+        s, m = scores[rows], sel[rows]
+        if not m.any():
+            continue
+        threshold = s[m].min()
+        if int(((s[v[rows]] - threshold).abs() <= TIE_ATOL).sum()) > 1:
+            tied[rows] = m & ((s - threshold).abs() <= TIE_ATOL)
+    return tied
 
 
 def key_token_masks(scores: dict[str, torch.Tensor], valid: torch.Tensor, ratio: float, groups: torch.Tensor,
-                    signals=("E", "V", "T")) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    signals=("E", "V", "T"), no_spread: str = "top_r") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The union mask over the enabled signals, and each signal's own selection."""
-    per_signal = {s: top_fraction_mask(scores[s], valid, ratio, groups) for s in signals}
+    per_signal = {s: top_fraction_mask(scores[s], valid, ratio, groups, no_spread) for s in signals}
     return union(per_signal, valid), per_signal
 
 

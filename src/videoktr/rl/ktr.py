@@ -18,20 +18,21 @@ from videoktr.config import schema_defaults
 from videoktr.data.model_inputs import load_frames, mm_token_type_ids, video_metadata
 from videoktr.rl import gradients
 from videoktr.rl.attribution import (
-    distribution_distance,
     key_token_masks,
     logprob_shift,
     other_clip_in_batch,
     permute_slices,
     soft_weights,
     temporal_permutation,
-    threshold_mask,
+    ties_at_threshold,
     union,
     visual_perturbation,
 )
 from videoktr.rl.cost_meter import CostMeter
+from videoktr.rl.counterfactuals import (GenerationTap, clip_to_grid, completion_scores, gathered_valid_scores,
+                                         global_batch_mask, prompt_groups)
 from videoktr.rl.grpo import VideoGRPOTrainer, join_videos
-from videoktr.rl.logits import chunked_log_softmax, entropy, head_log_softmax, tempered_log_softmax, token_logprobs
+from videoktr.rl.logits import token_logprobs
 from videoktr.rl.token_log import write_token_log
 
 
@@ -52,60 +53,6 @@ class KTRSettings(make_dataclass("KTRKnobs", [(k, type(v), v) for k, v in KNOBS.
     def from_run(cls, run: dict) -> KTRSettings:
         """The settings of a config run (schema defaults where it names none)."""
         return cls(**{k: tuple(run[k]) if k == "signals" else run[k] for k in KNOBS if k in run})
-
-
-def global_batch_mask(accelerator, scores: torch.Tensor, valid: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Top r of the valid tokens of the whole global batch: one threshold over every rank's scores."""
-    local = scores[valid.bool()].float()
-    padded = accelerator.pad_across_processes(local, dim=0, pad_index=float("nan"))
-    everything = accelerator.gather(padded)
-    return threshold_mask(scores, valid, ratio, everything[~everything.isnan()])
-
-
-def completion_scores(model, full: torch.Tensor, perturbed: list[torch.Tensor], targets: torch.Tensor,
-                      cfg: KTRSettings, temperature: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Entropy of the full pass and one shift score per perturbed pass for each completion token.
-
-    `full` and each of `perturbed` are the hidden states that predict the completion tokens `targets` ([B, n, D]
-    and [B, n]). The vocabulary projection runs `cfg.chunk` positions at a time: full [B, n, V] logits are never held.
-    """
-    entropies, shifts = [], [[] for _ in perturbed]
-    for sl, logp in chunked_log_softmax(model.lm_head, full, temperature, cfg.chunk):
-        entropies.append(entropy(logp))
-        tgt = targets[:, sl, None]
-        for out, h in zip(shifts, perturbed):
-            logq = head_log_softmax(model.lm_head, h[:, sl], temperature)
-            if cfg.distance == "logprob":
-                out.append(logprob_shift(logp.gather(-1, tgt)[..., 0], logq.gather(-1, tgt)[..., 0], cfg.signed))
-            else:
-                out.append(distribution_distance(logp, logq, cfg.distance))
-    return torch.cat(entropies, 1), [torch.cat(x, 1) for x in shifts]
-
-
-def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, videos: list[dict]) -> tuple[list, torch.Tensor]:
-    """Rows with the same prompt and clip (the rollouts of one question): one representative row per group, and
-    each row's group index."""
-    reps, inverse = [], []
-    for i in range(prompt_ids.size(0)):
-        for g, r in enumerate(reps):
-            if torch.equal(prompt_ids[i], prompt_ids[r]) and torch.equal(prompt_mask[i], prompt_mask[r]) and \
-                    torch.equal(videos[i]["pixel_values_videos"], videos[r]["pixel_values_videos"]):
-                inverse.append(g)
-                break
-        else:
-            inverse.append(len(reps))
-            reps.append(i)
-    return reps, torch.tensor(inverse, dtype=torch.long, device=prompt_ids.device)
-
-
-def clip_to_grid(frames: np.ndarray, n_frames: int, height: int, width: int) -> torch.Tensor:
-    """A clip as [n_frames, 3, height, width] uint8: frames picked uniformly over the clip (all of them, in order,
-    when it has n_frames), each resized (bicubic, antialiased) to height x width."""
-    idx = np.linspace(0, len(frames) - 1, n_frames).round().astype(int)
-    clip = torch.from_numpy(np.ascontiguousarray(np.asarray(frames)[idx])).permute(0, 3, 1, 2).float()
-    if clip.shape[-2:] != (height, width):
-        clip = torch.nn.functional.interpolate(clip, size=(height, width), mode="bicubic", antialias=True)
-    return clip.round().clamp(0, 255).to(torch.uint8)
 
 
 @contextmanager
@@ -129,55 +76,6 @@ def unmetered(trainer):
             m.generating = b
             if hasattr(m, "started"):
                 m.started += spent
-
-
-class GenerationTap:
-    """What one `generate` call computes anyway, kept for the attribution: the clips' vision features (the first
-    vision-encoder output) and, per sampled token, the policy's log-probability and entropy at `temperature` (from
-    the logits of each decoding step; one step's distribution is held at a time)."""
-
-    def __init__(self, model, temperature: float):
-        self.temperature = temperature
-        self.features: torch.Tensor | None = None
-        self.logps: list[torch.Tensor] = []
-        self.entropies: list[torch.Tensor] = []
-        self._pending: torch.Tensor | None = None  # the last step's log-probs, until its token is known
-        self._hooks = [model.model.visual.register_forward_hook(self._vision),
-                       model.register_forward_pre_hook(self._step_input, with_kwargs=True),
-                       model.register_forward_hook(self._step_output)]
-
-    def _vision(self, module, args, output):
-        if self.features is None:
-            self.features = output.pooler_output.detach()
-
-    def _step_input(self, module, args, kwargs):
-        ids = kwargs.get("input_ids")
-        if self._pending is not None and ids is not None:  # a decoding step's input is the token sampled last
-            self.logps.append(self._pending.gather(-1, ids[:, -1:].to(self._pending.device))[:, 0])
-            self._pending = None
-
-    def _step_output(self, module, args, output):
-        logp = tempered_log_softmax(output.logits[:, -1], self.temperature)
-        self.entropies.append(entropy(logp))
-        self._pending = logp
-
-    def remove(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-
-    def finish(self, completion_ids: list[list[int]]) -> None:
-        if self._pending is not None:  # the last sampled token never came back as an input
-            n = len(self.entropies) - 1
-            last = torch.tensor([c[n] if len(c) > n else 0 for c in completion_ids], device=self._pending.device)
-            self.logps.append(self._pending.gather(-1, last[:, None])[:, 0])
-            self._pending = None
-
-    def scores(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(log-probs, entropies) [B, n] of the first n completion tokens, or None when generation did not run here
-        (vLLM) or produced fewer steps."""
-        if len(self.logps) < n or len(self.entropies) < n or n == 0:
-            return None
-        return torch.stack(self.logps[:n], 1), torch.stack(self.entropies[:n], 1)
 
 
 class KTRTrainer(VideoGRPOTrainer):
@@ -373,15 +271,28 @@ class KTRTrainer(VideoGRPOTrainer):
     def select(self, scores: dict, valid: torch.Tensor) -> tuple[torch.Tensor, dict]:
         cfg = self.ktr
         if cfg.scope == "batch":
-            per_signal = {name: global_batch_mask(self.accelerator, scores[name], valid, cfg.ratio)
+            per_signal = {name: global_batch_mask(self.accelerator, scores[name], valid, cfg.ratio, cfg.no_spread)
                           for name in cfg.signals}
             return union(per_signal, valid), per_signal
+        return key_token_masks({k: scores[k] for k in cfg.signals}, valid, cfg.ratio, self.scope_groups(valid),
+                               cfg.signals, cfg.no_spread)
+
+    def scope_groups(self, valid: torch.Tensor) -> torch.Tensor:
+        """Each row's top-r scope (scope group or sequence): its group id."""
         rows = torch.arange(valid.size(0), device=valid.device)
-        if cfg.scope == "sequence":
-            groups = rows
-        else:  # the rollouts of one question (same prompt and clip) as the attribution found them in the batch
-            groups = self._prompt_group if self._prompt_group is not None else rows // self.num_generations
-        return key_token_masks({k: scores[k] for k in cfg.signals}, valid, cfg.ratio, groups, cfg.signals)
+        if self.ktr.scope == "sequence":
+            return rows
+        # the rollouts of one question (same prompt and clip) as the attribution found them in the batch
+        return self._prompt_group if self._prompt_group is not None else rows // self.num_generations
+
+    def threshold_ties(self, scores: dict, per_signal: dict, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per signal, its selected tokens tied at their scope's threshold (`ties_at_threshold`): picked by position
+        (or, scope batch, taken with the whole tie), not by score. All of them on a signal with no spread."""
+        if self.ktr.scope == "batch":
+            return {name: ties_at_threshold(scores[name], m, valid, all_valid_scores=gathered_valid_scores(
+                self.accelerator, scores[name], valid), ratio=self.ktr.ratio) for name, m in per_signal.items()}
+        groups = self.scope_groups(valid)
+        return {name: ties_at_threshold(scores[name], m, valid, groups) for name, m in per_signal.items()}
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         tap = GenerationTap(self.accelerator.unwrap_model(self.model), self.temperature)
@@ -403,8 +314,11 @@ class KTRTrainer(VideoGRPOTrainer):
         mode = "train" if self.model.training else "eval"
         total = valid.sum().clamp(min=1)
         self._metrics[mode]["ktr/union_share"].append((key.sum() / total).item())
+        ties = self.threshold_ties(scores, per_signal, valid)
         for name, m in per_signal.items():
             self._metrics[mode][f"ktr/{name}_share"].append((m.sum() / total).item())
+            # share of the signal's selected tokens that a tie at the threshold picked, not their score
+            self._metrics[mode][f"ktr/ties_{name}"].append((ties[name].sum() / m.sum().clamp(min=1)).item())
         if self.token_log_dir is not None and mode == "train":
             write_token_log(self.token_log_dir, run=self.args.run_name or "", step=self.state.global_step,
                             rank=self.accelerator.process_index, tokenizer=self.processing_class.tokenizer,

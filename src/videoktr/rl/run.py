@@ -118,6 +118,7 @@ def trained_with(trainer) -> dict:
         out.update(ratio=k.ratio, signals=list(k.signals), scope=k.scope, weighting=k.weighting, distance=k.distance,
                    visual_perturbation=k.visual_perturbation, temporal_perturbation=k.temporal_perturbation,
                    visual_mode=k.visual_mode, signed=k.signed, mask_kl=k.mask_kl, temporal_unit=k.temporal_unit,
+                   no_spread=k.no_spread,
                    diagnostics_every=trainer.diagnostics_every)
     elif isinstance(trainer, TGRPOTrainer):
         out.update(tgrpo_mu=trainer.mu, tgrpo_alpha=trainer.alpha, temporal_unit=trainer.temporal_unit)
