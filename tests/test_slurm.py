@@ -335,3 +335,12 @@ def test_tiny_jobs_run_through_the_slurm_profile(tmp_path, slurm_cluster):
     if show:  # finished jobs stay visible for MinJobAge (300 s in slurm-local.sh's slurm.conf)
         assert "NumNodes=1" in show and re.search(r"gpu[:=]1", show), show
         assert "JobState=COMPLETED" in show, show
+
+
+def test_a_config_file_alone_is_the_whole_config(tmp_path):
+    """A cluster job step gets the profile's --configfile but not --replace-workflow-config: the tiny default must not
+    be merged under the paper config there (its sft_models.sft_small would stop every job with a config error)."""
+    wd = workdir(tmp_path)
+    res = snakemake("results/paper/models/sft", "-n", "--configfile", "config/paper.yaml", cwd=wd)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "sft_small" not in res.stdout + res.stderr
