@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+from transformers import TrainerCallback
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,3 +38,35 @@ def tiny_model_dir(tmp_path_factory, world):
 
 def records(world: Path, split: str = "train") -> list[dict]:
     return json.loads((world / f"{split}.json").read_text())
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfterSave(TrainerCallback):
+    """Stands in for a preemption right after the checkpoint of `step` was written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+def selected_tokens_grpo_loss(trainer, out: dict, key):
+    """The GRPO loss of a generation batch `out` written out over the tokens of `key` only (one policy iteration:
+    old log-probs = current), for comparing with the trainer's own loss."""
+    import torch
+
+    valid = out["completion_mask"]
+    trainer._videos = out["videos"]
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, ids, torch.cat([out["prompt_mask"], valid], 1), valid.size(1))
+    ref = out["ref_per_token_logps"]
+    per_token = -torch.exp(logps - logps.detach()) * out["advantages"] + \
+        trainer.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
+    m = valid * key
+    return ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import VIDEO_CFG, records
+from conftest import VIDEO_CFG, records, selected_tokens_grpo_loss
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
 from videoktr.data.model_inputs import encode, load_frames, prompt_text
@@ -106,16 +106,8 @@ def test_a_partial_key_mask_reaches_loss_and_every_gradient_only_through_the_sel
     noisy = dict(out, advantages=torch.where(key.bool(), out["advantages"],
                                              100 * torch.randn(valid.shape, generator=torch.Generator().manual_seed(2))))
     noisy_loss, noisy_grads = value_and_grads(trainer._compute_loss(trainer.model, noisy))
-    # GRPO over the selected tokens alone, written out (one policy iteration: old log-probs = current)
-    trainer._videos = out["videos"]
-    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
-    logps, _, _ = trainer._get_per_token_logps_and_entropies(
-        trainer.model, ids, torch.cat([out["prompt_mask"], valid], 1), valid.size(1))
-    ref = out["ref_per_token_logps"]
-    per_token = -torch.exp(logps - logps.detach()) * out["advantages"] + \
-        trainer.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
-    m = valid * key
-    sel_loss, sel_grads = value_and_grads(((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean())
+    # GRPO over the selected tokens alone, written out
+    sel_loss, sel_grads = value_and_grads(selected_tokens_grpo_loss(trainer, out, key))
     _, full_grads = value_and_grads(VideoGRPOTrainer._compute_loss(
         trainer, trainer.model, {k: v for k, v in out.items() if k not in ("tool_mask", "key_mask")}))
 

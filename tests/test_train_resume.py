@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration, TrainerCallback
 
-from conftest import VIDEO_CFG, records
+from conftest import VIDEO_CFG, KillAfterSave, Killed, records
 from videoktr.provenance import model_fingerprint
 from videoktr.rl.run import checkpoint_problem, last_checkpoint, train_run
 
@@ -18,20 +18,6 @@ TRAIN = {"lr": 1e-3, "beta": 0.04, "num_generations": 2, "per_device_batch_size"
          "diagnostics_every": 0}
 RUN = {"method": "grpo", "train": TRAIN}
 
-
-class Killed(Exception):
-    pass
-
-
-class KillAfterSave(TrainerCallback):
-    """Stands in for a preemption right after the checkpoint of `step` was written."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Killed
 
 
 class Nudge(TrainerCallback):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, TrainerCallback
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from conftest import VIDEO_CFG, records
+from conftest import VIDEO_CFG, KillAfterSave, Killed, records, selected_tokens_grpo_loss
 from videoktr.data.model_inputs import encode, load_frames, prompt_text
 from videoktr.rl.rewards import AccuracyReward, format_reward_func
 from videoktr.rl.run import grpo_config, to_dataset
@@ -37,20 +37,6 @@ def test_loss_path_logprobs_change_with_the_video_and_match_the_plain_model(worl
         assert torch.allclose(logps[i], plain.gather(-1, batch["input_ids"][:, -n:, None])[..., 0], atol=1e-5)
     assert (logps[0] - logps[1]).abs().max() > 1e-4  # another clip, other log-probs: the video is in the loss
 
-
-class Killed(Exception):
-    pass
-
-
-class KillAfterSave(TrainerCallback):
-    """Stands in for a preemption right after the checkpoint of `step` was written."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Killed
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_and_a_changed_config_starts_afresh(world, tiny_model_dir, tmp_path):
@@ -144,16 +130,8 @@ def test_the_partial_key_mask_reaches_the_loss_through_trl_tool_mask(world, tiny
         return loss.detach(), torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
 
     ktr = value_and_grad(trainer._compute_loss(trainer.model, out))
-    # the GRPO loss written out over the selected tokens only (one policy iteration: old log-probs = current)
-    trainer._videos = out["videos"]
-    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
-    logps, _, _ = trainer._get_per_token_logps_and_entropies(
-        trainer.model, ids, torch.cat([out["prompt_mask"], valid], 1), valid.size(1))
-    ref = out["ref_per_token_logps"]
-    per_token = -torch.exp(logps - logps.detach()) * out["advantages"] + \
-        trainer.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
-    m = valid * key
-    selected = value_and_grad(((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean())
+    # the GRPO loss written out over the selected tokens only
+    selected = value_and_grad(selected_tokens_grpo_loss(trainer, out, key))
     full = value_and_grad(VideoGRPOTrainer._compute_loss(
         trainer, trainer.model, {k: v for k, v in out.items() if k not in ("tool_mask", "key_mask")}))
     for a, b in zip(ktr, selected):
