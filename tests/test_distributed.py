@@ -1,6 +1,7 @@
 """Multi-process on CPU (torchrun, gloo), launched the way the cluster launches it."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,16 @@ HERE = Path(__file__).parent
 ENV = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
 
 
+def free_port() -> int:
+    """A port nobody listens on now: a fixed one collides with another torchrun on the same machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def torchrun(*args, timeout=600):
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "--master-port", "29533", *args]
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()),
+           *args]
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
