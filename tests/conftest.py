@@ -1,9 +1,14 @@
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from transformers import TrainerCallback
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)  # the rules call the `videoktr` CLI of this environment
+ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -7,7 +7,6 @@ of the download rules into an evaluation."""
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,9 @@ import yaml
 from videoktr.config import validate
 from videoktr.data.rehearsal_mirror import build_benchmark_mirror as _build_benchmark_mirror
 from videoktr.eval.benchmarks import eval_paths, load_benchmark
+from conftest import BIN, ENV, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests/fixtures/benchmarks"
-BIN = str(Path(sys.executable).parent)
-ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
 PAPER = validate(yaml.safe_load((ROOT / "config/paper.yaml").read_text()))
 HUB = PAPER["eval"]["hub"]
 OUT = "results/t"

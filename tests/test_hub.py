@@ -9,7 +9,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -20,10 +19,8 @@ import yaml
 
 from conftest import records
 from videoktr.data.hub import BadDownload, check_file, video_holmes_records, video_r1_records
+from conftest import BIN, ENV, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = str(Path(sys.executable).parent)
-ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
 SECRET = "hf_thisIsNotARealTokenButMustNeverBePrinted"
 
 

@@ -26,10 +26,8 @@ from videoktr.report import grid, tables
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_tables as tt  # noqa: E402  (fixture summaries)
+from conftest import BIN, ENV, ROOT  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = str(Path(sys.executable).parent)  # the rules call the `videoktr` CLI of this environment
-ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
 TINY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 REFERENCE = ROOT / "config/reference/paper_tables.csv"

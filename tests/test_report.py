@@ -15,10 +15,8 @@ from videoktr.config import validate
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_tables as tt  # noqa: E402  (fixture summaries and training logs)
+from conftest import BIN, ENV, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = str(Path(sys.executable).parent)
-ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
 TOKEN_FIGURES = ["fig2", "fig4", "fig5", "fig6", "fig11", "fig12"]
 
 

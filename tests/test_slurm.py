@@ -14,17 +14,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import BIN, ENV, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = str(Path(sys.executable).parent)  # the rules call the `videoktr` CLI of this environment
-ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
 PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 SLURM_LOCAL = ROOT / "scripts/slurm-local.sh"

@@ -3,16 +3,13 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import BIN, ENV, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = str(Path(sys.executable).parent)  # the rules call the `videoktr` CLI of this environment
-ENV = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
 
 
 def snakemake(*args, cwd=ROOT):
