@@ -70,10 +70,22 @@ def cmd_train(a, cfg):
     from videoktr.data.records import load_json_records
     from videoktr.rl.run import train_run
 
-    metrics = train_run(a.name, cfg["run"], a.model, load_json_records(a.records), a.data_dir, a.work_dir, a.out,
-                        video_cfg=cfg["video"], seed=cfg["seed"])
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one writer
-        _write_json(a.metrics, metrics)
+    try:
+        metrics = train_run(a.name, cfg["run"], a.model, load_json_records(a.records), a.data_dir, a.work_dir, a.out,
+                            video_cfg=cfg["video"], seed=cfg["seed"])
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one writer
+            _write_json(a.metrics, metrics)
+    finally:
+        _close_process_group()
+
+
+def _close_process_group():
+    """Under torchrun, a process that exits with its process group still open can abort in the group's destructor
+    ("terminate called without an active exception"), failing a run that finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cmd_evaluate(a, cfg):

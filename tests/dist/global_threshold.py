@@ -14,3 +14,5 @@ valid = torch.arange(12).expand(8, 12) < torch.randint(3, 13, (8, 1), generator=
 rows = slice(4 * acc.process_index, 4 * acc.process_index + 4)
 mask = global_batch_mask(acc, scores[rows], valid[rows], 0.2)
 torch.save(mask, f"{sys.argv[1]}/mask{acc.process_index}.pt")
+# close the group before exit: left open, its destructor can abort the process at shutdown
+torch.distributed.destroy_process_group()
