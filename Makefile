@@ -6,7 +6,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean slurm-start slurm-stop
+.PHONY: demo test rehearse install clean slurm-start slurm-stop
 
 .venv/installed: pyproject.toml
 	python3 -m venv .venv
@@ -27,6 +27,11 @@ demo: install
 # (scripts/slurm-local.sh installs Debian's slurm-wlm and munge when missing, as root).
 test: install slurm-start
 	$(PY) -m pytest -q; status=$$?; scripts/slurm-local.sh stop; exit $$status
+
+# The paper study rehearsed: config/paper.yaml's DAG (sizes shrunk by config/rehearsal.yaml) through profiles/slurm on
+# the local SLURM, against a local hub it builds; then checks on its outputs (docs/rehearsal.md).
+rehearse: install slurm-start
+	eval "$$(scripts/slurm-local.sh env)"; $(PY) -m videoktr.rehearsal; status=$$?; scripts/slurm-local.sh stop; exit $$status
 
 slurm-start:
 	SLURM_LOCAL_GPUS=1 scripts/slurm-local.sh start

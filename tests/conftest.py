@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,3 +76,22 @@ def selected_tokens_grpo_loss(trainer, out: dict, key):
         trainer.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
     m = valid * key
     return ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()
+
+
+SLURM_LOCAL_SCRIPT = ROOT / "scripts/slurm-local.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-node SLURM on this machine with one placeholder GPU; stopped afterwards if this test started it."""
+    if not SLURM_LOCAL_SCRIPT.exists():
+        pytest.skip("scripts/slurm-local.sh is missing")
+    env = {**ENV, "SLURM_LOCAL_GPUS": "1"}
+    was_up = subprocess.run([str(SLURM_LOCAL_SCRIPT), "status"], env=env, capture_output=True).returncode == 0
+    start = subprocess.run([str(SLURM_LOCAL_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900)
+    if start.returncode != 0:
+        pytest.skip(f"a local SLURM could not be installed or started:\n{start.stdout[-2000:]}{start.stderr[-2000:]}")
+    conf = subprocess.run([str(SLURM_LOCAL_SCRIPT), "env"], env=env, capture_output=True, text=True).stdout
+    yield {"SLURM_CONF": conf.strip().split("=", 1)[1]}
+    if not was_up:
+        subprocess.run([str(SLURM_LOCAL_SCRIPT), "stop"], env=env, capture_output=True, timeout=120)

@@ -24,7 +24,6 @@ from conftest import BIN, ENV, ROOT
 
 PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
-SLURM_LOCAL = ROOT / "scripts/slurm-local.sh"
 
 
 def snakemake(*args, cwd, env=ENV, timeout=600):
@@ -279,22 +278,6 @@ def test_launcher_starts_one_torchrun_per_node(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ a real SLURM (slow)
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    """A one-node SLURM on this machine with one placeholder GPU; stopped afterwards if this test started it."""
-    if not SLURM_LOCAL.exists():
-        pytest.skip("scripts/slurm-local.sh is missing")
-    env = {**ENV, "SLURM_LOCAL_GPUS": "1"}
-    was_up = subprocess.run([str(SLURM_LOCAL), "status"], env=env, capture_output=True).returncode == 0
-    start = subprocess.run([str(SLURM_LOCAL), "start"], env=env, capture_output=True, text=True, timeout=900)
-    if start.returncode != 0:
-        pytest.skip(f"a local SLURM could not be installed or started:\n{start.stdout[-2000:]}{start.stderr[-2000:]}")
-    conf = subprocess.run([str(SLURM_LOCAL), "env"], env=env, capture_output=True, text=True).stdout
-    yield {"SLURM_CONF": conf.strip().split("=", 1)[1]}
-    if not was_up:
-        subprocess.run([str(SLURM_LOCAL), "stop"], env=env, capture_output=True, timeout=120)
 
 
 @pytest.mark.slow

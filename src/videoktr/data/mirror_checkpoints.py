@@ -188,7 +188,7 @@ def save_checkpoint(out: Path, model, tokenizer, vocab: dict, merges: list, *, s
 
 
 def build_model_mirror(root: Path, repos: dict[str, dict], texts: list[tuple[str, str]], *, seed: int = 0,
-                       warmup_steps: int = 25) -> dict:
+                       warmup_steps: int = 150) -> dict:
     """One folder per repo ({repo: size kwargs}); repos of the same size share one warmed-up model."""
     tokenizer, vocab, merges = qwen_tokenizer([p + t for p, t in texts])
     built, files = {}, {}

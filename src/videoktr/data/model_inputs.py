@@ -117,10 +117,20 @@ def format_video_stats(stats: dict) -> str:
             f"{stats['tokens_max']}")
 
 
+def _patch_sizes(processor) -> dict:
+    vp = getattr(processor, "video_processor", None)
+    return {"patch_size": int(getattr(vp, "patch_size", 14) or 14),
+            "merge_size": int(getattr(vp, "merge_size", 2) or 2),
+            "temporal_patch_size": int(getattr(vp, "temporal_patch_size", 2) or 2)}
+
+
 def processor_video_stats(processor, batch) -> dict | None:
     """video_input_stats of a processor batch, with the processor's patch, merge and temporal patch sizes."""
-    vp = getattr(processor, "video_processor", None)
-    return video_input_stats(batch.get("video_grid_thw") if hasattr(batch, "get") else None,
-                             patch_size=int(getattr(vp, "patch_size", 14) or 14),
-                             merge_size=int(getattr(vp, "merge_size", 2) or 2),
-                             temporal_patch_size=int(getattr(vp, "temporal_patch_size", 2) or 2))
+    return video_input_stats(batch.get("video_grid_thw") if hasattr(batch, "get") else None, **_patch_sizes(processor))
+
+
+def clip_video_stats(processor, batch) -> list[dict]:
+    """video_input_stats of each clip of a processor batch, in order ([] without videos): what a prediction or filter
+    row records of its own clip."""
+    grid = batch.get("video_grid_thw") if hasattr(batch, "get") else None
+    return [] if grid is None else [video_input_stats([row], **_patch_sizes(processor)) for row in grid]

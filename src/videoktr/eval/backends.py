@@ -94,11 +94,13 @@ class TransformersBackend:
 
         from videoktr.models.tiny import vision_token_ids
 
-        from videoktr.data.model_inputs import format_video_stats, processor_video_stats
+        from videoktr.data.model_inputs import clip_video_stats, format_video_stats, processor_video_stats
 
         batch = self.encode(texts, videos, fps)
-        # the clips' sizes as the model sees them (frames, pixels per frame, video tokens), kept for the caller
+        # the clips' sizes as the model sees them (frames, pixels per frame, video tokens), kept for the caller: the
+        # batch's, and each clip's (one per prompt, in order) for the rows the caller writes
         self.last_video_stats = processor_video_stats(self.processor, batch)
+        self.last_clip_stats = clip_video_stats(self.processor, batch)
         if self.last_video_stats:
             log.info("video input: %s", format_video_stats(self.last_video_stats))
         torch.manual_seed(self.seed)

@@ -28,15 +28,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from videoktr.data.model_inputs import load_frames, merge_video_stats
+from videoktr.data.video import VideoError
+from videoktr.eval.answers import parse_solution
 from videoktr.eval.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_benchmark
 from videoktr.eval.image_benchmarks import MediaError, load_images
 from videoktr.eval.protocols import check, conversation, resolve_protocol
 from videoktr.eval.protocols import score as protocol_score
-from videoktr.data.model_inputs import load_frames
 from videoktr.jsonl import read_rows, rewrite_keeping
 from videoktr.provenance import digest
-from videoktr.eval.answers import parse_solution
-from videoktr.data.video import VideoError
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +163,16 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
                     batch.append(it)
                 except (VideoError, MediaError) as e:
                     failed.append((it, f"{'image' if r.get('data_type') == 'image' else 'video'} {e}"))
-            batch, outs, broken = _generate(backend, batch, media, vcfg["fps"], eval_cfg)
+            batch, outs, broken, clip_stats = _generate(backend, batch, media, vcfg["fps"], eval_cfg)
             failed += broken
             seconds = (time.perf_counter() - start) / max(1, len(batch))
-            for (rid, r, _, h), text in zip(batch, outs, strict=True):
+            for (rid, r, _, h), text, stats in zip(batch, outs, clip_stats, strict=True):
                 s = protocol_score(text, r, protocol)
                 out.write(json.dumps({
                     "id": rid, "subtask": subtask(r), "prompt_hash": h, "context": context,
                     "attempt": attempt.get(rid, 1), "output": text, "parsed": s.parsed,
                     "gt": parse_solution(r["solution"]), "correct": s.accuracy, "parseable": s.parseable,
-                    "seconds": seconds}) + "\n")
+                    "seconds": seconds, "video_input": stats}) + "\n")
             for (rid, r, _, h), reason in failed:
                 log.warning("question %s (attempt %d): %s", rid, attempt.get(rid, 1), reason)
                 out.write(json.dumps({"id": rid, "subtask": subtask(r), "error": reason, "context": context,
@@ -198,24 +198,33 @@ def _generate(backend, batch: list, media: list, fps: float, eval_cfg: dict):
     kw = dict(fps=fps, max_new_tokens=eval_cfg["max_new_tokens"], temperature=eval_cfg["temperature"],
               top_p=eval_cfg["top_p"])
     if not batch:
-        return [], [], []
+        return [], [], [], []
     try:
-        return batch, backend.generate([it[2] for it in batch], media, **kw), []
+        outs = backend.generate([it[2] for it in batch], media, **kw)
+        return batch, outs, [], _clip_stats(backend, len(batch))
     except Exception as first:  # noqa: BLE001 - decided below: one bad input, or a systemic failure
         if len(batch) == 1:
             raise
         log.warning("a batch of %d failed (%s: %s); asking its questions one by one", len(batch),
                     type(first).__name__, first)
-        kept, outs, failed = [], [], []
+        kept, outs, failed, stats = [], [], [], []
         for it, m in zip(batch, media, strict=True):
             try:
                 outs += backend.generate([it[2]], [m], **kw)
                 kept.append(it)
+                stats += _clip_stats(backend, 1)
             except Exception as e:  # noqa: BLE001
                 failed.append((it, f"generation failed: {type(e).__name__}: {e}"))
         if not kept:
             raise first
-        return kept, outs, failed
+        return kept, outs, failed, stats
+
+
+def _clip_stats(backend, n: int) -> list:
+    """The video input of each of the last call's n prompts (frames, pixels per frame, video tokens), as the backend
+    measured it; None each where it does not (images, vLLM: the engine processes the clips itself)."""
+    got = list(getattr(backend, "last_clip_stats", None) or [])
+    return got if len(got) == n else [None] * n
 
 
 def evaluate_benchmark(backend, benchmark: str, records_path: Path, data_dir: Path, predictions: Path, *,
@@ -303,6 +312,8 @@ def summarize(predictions: Path, *, model: str, benchmark: str, frames: int, bac
         "error_ids": {r["id"]: r["error"] for r in errored[:max_listed_errors]},
         "scores": {r["id"]: (0.0 if "error" in r else float(r["correct"])) for r in rows},
         "question_set": question_set_digest(ids),
+        # frames, pixels per frame and video tokens per clip as the model saw them (None: images, or not measured)
+        "video_input": merge_video_stats([r.get("video_input") for r in answered]),
         "dropped_rows": dropped,
         "skipped_ids": dict(sorted((skipped or {}).items())),
         "excluded": excluded,

@@ -18,11 +18,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from videoktr.data.model_inputs import (
+    apply_pixel_bounds,
+    format_video_stats,
+    load_frames,
+    merge_video_stats,
+    prompt_text,
+)
+from videoktr.eval.answers import score
 from videoktr.jsonl import read_rows, rewrite_keeping
 from videoktr.provenance import digest
-from videoktr.data.model_inputs import (apply_pixel_bounds, format_video_stats, load_frames, merge_video_stats,
-                                        prompt_text)
-from videoktr.eval.answers import score
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +97,15 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
             stats = getattr(backend, "last_video_stats", None)  # per prompt row: k sampled copies of each clip
             if stats:
                 seen.append(dict(stats, clips=len(batch)))
+            clip_stats = list(getattr(backend, "last_clip_stats", None) or [])
+            clip_stats = clip_stats if len(clip_stats) == len(batch) else [None] * len(batch)
             for j, r in enumerate(batch):
                 samples = outs[j * k:(j + 1) * k]
                 acc = sum(score(s, r["solution"], r["problem_type"]).accuracy for s in samples) / k
                 accuracy[r["problem_id"]] = acc
                 out.write(json.dumps({"problem_id": r["problem_id"], "accuracy": acc, "samples": samples,
-                                      "context": context, "record": asked[r["problem_id"]]}) + "\n")
+                                      "context": context, "record": asked[r["problem_id"]],
+                                      "video_input": clip_stats[j]}) + "\n")
             out.flush()
     total = merge_video_stats(seen)
     if total:  # the training pixel bounds at work: at most video.train_frames frames, video.max_pixels a frame

@@ -8,7 +8,9 @@ Config `tables` (workflow/schemas/config.schema.yaml, config/README.md):
     subtask_benchmarks  Fig. 3b, per subtask (paper: Video-Holmes' seven question types)
     table5_frames       Table 5's frame counts (paper: 16, 32, 64)
     rows.<target>       {paper row label: our run}: the paper's row each of our runs stands beside (a run, `sft`
-                        or a name in `sft_models`: Table 5's second model size is runs with `sft_model` set)
+                        or a name in `sft_models`: Table 5's second model size is runs with `sft_model` set). A
+                        label mapped to null is left out: an overlay config (config/rehearsal.yaml) drops rows of
+                        the config it is merged over, since Snakemake merges mappings key by key
 
 Config `released` (not `tables.rows`) gives the rows of `table1_released`: Table 1's block of released checkpoints
 (e.g. Video-R1/Video-R1-7B), each evaluated as it is on `eval.benchmarks` at `eval.frames`, beside the paper's numbers
@@ -66,7 +68,8 @@ def rows(config: dict, name: str) -> dict[str, str]:
         if not got:
             raise GridError(f"{name}: config released names no checkpoint")
         return got
-    got = (config.get("tables", {}).get("rows") or {}).get(name) or {}
+    got = {label: run for label, run in ((config.get("tables", {}).get("rows") or {}).get(name) or {}).items()
+           if run is not None}
     if not got:
         raise GridError(f"{name}: config tables.rows.{name} names no run (map the paper's row labels to runs)")
     return dict(got)
@@ -75,7 +78,8 @@ def rows(config: dict, name: str) -> dict[str, str]:
 def configured(config: dict) -> list[str]:
     """The targets whose rows the config sets: what rule `all` builds."""
     rows = config.get("tables", {}).get("rows") or {}
-    return [n for n in TARGETS if (config.get("released") if TARGETS[n].kind == "released" else rows.get(n))]
+    return [n for n in TARGETS if (config.get("released") if TARGETS[n].kind == "released"
+                                   else any(run is not None for run in (rows.get(n) or {}).values()))]
 
 
 def benchmarks(config: dict, name: str) -> list[str]:

@@ -19,8 +19,15 @@ from pathlib import Path
 import torch
 from trl import GRPOTrainer
 
-from videoktr.data.model_inputs import (apply_pixel_bounds, encode, format_video_stats, load_frames,
-                                        mm_token_type_ids, processor_video_stats)
+from videoktr.data.model_inputs import (
+    apply_pixel_bounds,
+    encode,
+    format_video_stats,
+    load_frames,
+    mm_token_type_ids,
+    processor_video_stats,
+)
+from videoktr.rl.logits import entropy, tempered_log_softmax
 
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 log = logging.getLogger(__name__)
@@ -109,10 +116,21 @@ class VideoGRPOTrainer(GRPOTrainer):
         for start in range(0, input_ids.size(0), batch_size):
             end = start + batch_size
             ids, mask = input_ids[start:end], attention_mask[start:end]
+            kw = dict(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_type_ids(ids, config),
+                      **join_videos(self._videos[start:end]))
+            if ids.device.type == "cpu":
+                # TRL's fused head scores every position off-GPU (its compact path needs Triton): the prompt's too,
+                # 8 x 1,100 positions x 152,064 entries at the real vocabulary, 20x the completion's. Here only the
+                # completion's positions go through the head.
+                logits = model(**kw, logits_to_keep=logits_to_keep + 1).logits[:, :-1]
+                logq = tempered_log_softmax(logits, self.temperature)
+                logps.append(logq.gather(-1, ids[:, -logits_to_keep:, None])[..., 0])
+                if compute_entropy:
+                    entropies.append(entropy(logq.detach()))
+                continue
             labels = ids.masked_fill(mask == 0, -100)
             labels[:, :-logits_to_keep] = -100
-            out = model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_type_ids(ids, config),
-                        labels=labels, fused_lm_head=True, **join_videos(self._videos[start:end]))
+            out = model(**kw, labels=labels, fused_lm_head=True)
             logps.append(out.log_probs[:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(out.entropy[:, -logits_to_keep:])
