@@ -18,13 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from videoktr.data.model_inputs import (
-    apply_pixel_bounds,
-    format_video_stats,
-    load_frames,
-    merge_video_stats,
-    prompt_text,
-)
+from videoktr.data.model_inputs import (apply_pixel_bounds, format_video_stats, load_frames, merge_video_stats,
+                                        prompt_text)
 from videoktr.eval.answers import score
 from videoktr.jsonl import read_rows, rewrite_keeping
 from videoktr.provenance import digest

@@ -19,14 +19,8 @@ from pathlib import Path
 import torch
 from trl import GRPOTrainer
 
-from videoktr.data.model_inputs import (
-    apply_pixel_bounds,
-    encode,
-    format_video_stats,
-    load_frames,
-    mm_token_type_ids,
-    processor_video_stats,
-)
+from videoktr.data.model_inputs import (apply_pixel_bounds, encode, format_video_stats, load_frames,
+                                        mm_token_type_ids, processor_video_stats)
 from videoktr.rl.logits import entropy, tempered_log_softmax
 
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
