@@ -78,3 +78,18 @@ def test_lockstep_alternates_steps_and_keeps_each_threads_random_stream():
         t.join()
     assert order == list("ababab")
     assert draws["a"] == draws["b"] == alone
+
+
+def test_benchmark_times_both_temporal_units(world, tiny_model_dir, tmp_path):
+    """The temporal counterfactual as shuffled frames re-encoded (`frame`, the paper's) and as reused patches
+    (`patch`): the first over the sweep, the other at the first configuration."""
+    out = tmp_path / "attribution.json"
+    report = run_benchmark(tiny_model_dir, records(world)[:4], world, out, video_cfg=VIDEO_CFG, steps=2,
+                           frames_list=[16], completion_lengths=[6], seed=0, train=TRAIN, memory=False,
+                           temporal_units=["frame", "patch"])
+    rows = {r["temporal_unit"]: r for r in report["configurations"]}
+    assert set(rows) == {"frame", "patch"} and report["settings"]["temporal_units"] == ["frame", "patch"]
+    for r in rows.values():
+        assert (r["frames"], r["completion_length"]) == (16, 6) and _positive(r["time_ratio"])
+        assert "attribution" in r["ktr"]["phases_seconds_mean"]
+    assert out.with_suffix(".png").stat().st_size > 0

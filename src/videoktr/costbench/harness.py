@@ -74,10 +74,13 @@ def measure_memory(spec: dict, work: Path) -> dict:
     return json.loads(out_path.read_text())
 
 
-def configurations(frames_list, completion_lengths) -> list[tuple[int, int]]:
-    """The frames sweep at the first completion length and the length sweep at the first frame count."""
-    f0, l0 = frames_list[0], completion_lengths[0]
-    configs = [(f, l0) for f in frames_list] + [(f0, n) for n in completion_lengths]
+def configurations(frames_list, completion_lengths, temporal_units=("frame",)) -> list[tuple[int, int, str]]:
+    """(frames, completion length, temporal unit): the frames sweep at the first completion length and the length
+    sweep at the first frame count, with the first temporal unit; each further unit at the first frame count and
+    length (the temporal counterfactual's cost: shuffled frames through the vision encoder, or reused patches)."""
+    f0, l0, u0 = frames_list[0], completion_lengths[0], temporal_units[0]
+    configs = [(f, l0, u0) for f in frames_list] + [(f0, n, u0) for n in completion_lengths]
+    configs += [(f0, l0, u) for u in temporal_units[1:]]
     return list(dict.fromkeys(configs))
 
 
@@ -85,7 +88,7 @@ def configurations(frames_list, completion_lengths) -> list[tuple[int, int]]:
 def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_cfg: dict, steps: int,
                   frames_list, completion_lengths, seed: int, train: dict | None = None, ktr: dict | None = None,
                   model_size: dict | None = None, memory: bool = True, bf16: bool | None = None,
-                  threads: int | None = 1, memory_method: str = "auto") -> dict:
+                  threads: int | None = 1, memory_method: str = "auto", temporal_units=None) -> dict:
     """Benchmark every configuration, write `out_json` and a figure beside it (same stem, .png); return the dict.
 
     `bf16` None: bf16 autocast (TRL's default) only where the hardware has bf16 units (`native_bf16`), fp32
@@ -94,7 +97,8 @@ def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_c
     memory processes (None: torch's default). One by default: on a CPU shared with other jobs, OpenMP teams of two
     or more threads make the many small ops of generation erratically slow (measured on the 2-core development
     machine under load: the same generate call took 1.2 s with one thread and 6-41 s with two), which would drown
-    the difference being measured.
+    the difference being measured. `temporal_units`: KTR's temporal counterfactual (`temporal_unit`: frame, patch)
+    to time, the first over both sweeps, the others at the first configuration only (None: the run's own).
     """
     import torch
 
@@ -112,6 +116,7 @@ def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_c
     # run in `build_trainer`.
     train = {**schema_defaults("train"), **(train or {})}
     ktr = {**schema_defaults("runs", "*"), **(ktr or {})}
+    temporal_units = list(dict.fromkeys(temporal_units or [ktr["temporal_unit"]]))
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     prompts_per_step = train["per_device_batch_size"] // train["num_generations"]
@@ -129,25 +134,26 @@ def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_c
         model_info = {"dir": str(source), **({"rebuilt_random_init": model_size} if model_size else {}),
                       **describe_model(model_dir)}
         results = []
-        for frames, length in configurations(frames_list, completion_lengths):
+        for frames, length, unit in configurations(frames_list, completion_lengths, temporal_units):
             cfg_video = {**video_cfg, "train_frames": frames}
             clips = frames_data_dir(records, data_dir, work, frames, video_cfg)
-            common = dict(video_cfg=cfg_video, train=train, ktr=ktr, steps=steps, completion_length=length,
-                          seed=seed, bf16=bf16)
+            common = dict(video_cfg=cfg_video, train=train, ktr={**ktr, "temporal_unit": unit}, steps=steps,
+                          completion_length=length, seed=seed, bf16=bf16)
             warm_frames(records, clips, cfg_video)  # decoded once here, not inside whichever step comes first
-            log.info("frames %d, completion length %d: timing GRPO and KTR in lockstep in this process", frames,
-                     length)
-            runs = run_pair(model_dir, records, clips, work / f"f{frames}_l{length}", **common)
-            entry = configuration_entry(frames, length, runs)
+            log.info("frames %d, completion length %d, temporal unit %s: timing GRPO and KTR in lockstep in this "
+                     "process", frames, length, unit)
+            tag = f"f{frames}_l{length}" + ("" if unit == temporal_units[0] else f"_{unit}")
+            runs = run_pair(model_dir, records, clips, work / tag, **common)
+            entry = {**configuration_entry(frames, length, runs), "temporal_unit": unit}
             if memory:
                 mem = {}
                 for m in reversed(METHODS):  # the other order: a drift in machine load shows as a disagreement
                     log.info("frames %d, completion length %d: peak memory of %s in a fresh process", frames,
                              length, m)
                     spec = dict(common, method=m, model_dir=str(model_dir), records=records, data_dir=str(clips),
-                                work_dir=str(work / f"f{frames}_l{length}_mem"), threads=threads,
+                                work_dir=str(work / f"{tag}_mem"), threads=threads,
                                 steps=MEMORY_STEPS, memory_method=memory_method)
-                    mem[m] = measure_memory(spec, work / f"f{frames}_l{length}_mem")
+                    mem[m] = measure_memory(spec, work / f"{tag}_mem")
                 entry.update(memory_entry(mem))
             log.info("frames %d, completion length %d: %s", frames, length,
                      json.dumps({k: entry.get(k) for k in ("time_ratio", "attribution_share", "memory_ratio")}))
@@ -156,7 +162,9 @@ def run_benchmark(model_dir, records: list[dict], data_dir, out_json, *, video_c
                 "seed": seed,
                 "frames_list": frames_list, "completion_lengths": completion_lengths,
                 "configurations": "frames sweep at the first completion length + length sweep at the first "
-                                  "frame count",
+                                  "frame count (first temporal unit); each further temporal unit at the first "
+                                  "frame count and length",
+                "temporal_units": temporal_units,
                 "video": video_cfg, "train": {**train, "lr": 0.0}, "ktr": ktr,
                 "prompts_per_step": prompts_per_step, "records": len(records),
                 "torch_threads": results[0]["torch_threads"], "cpu_count": os.cpu_count(),
@@ -197,6 +205,9 @@ def parser() -> argparse.ArgumentParser:
                    help="bf16 autocast of the loss (auto: only where the hardware has bf16 units)")
     p.add_argument("--memory-method", choices=("auto", "rss"), default="auto",
                    help="auto: CUDA allocator peak on a GPU, torch profiler allocation events on a CPU; rss: RSS only")
+    p.add_argument("--temporal-units", nargs="+", default=["frame", "patch"], choices=("frame", "patch"),
+                   help="KTR's temporal counterfactual to time: shuffled frames re-encoded, or reused patches "
+                        "(the first over both sweeps, the others at the first frame count and length)")
     p.add_argument("--model-size", default="",
                    help="benchmark a random-init model of this size with the model's tokenizer, e.g. "
                         "hidden_size=256,layers=4,heads=4 (keys: hidden_size, layers, heads, vision_hidden, "
@@ -229,10 +240,11 @@ def main(argv=None) -> int:
                            steps=a.steps, frames_list=_ints(a.frames), completion_lengths=_ints(a.completion_lengths),
                            seed=a.seed if a.seed is not None else cfg.get("seed", 0), train=cfg.get("train"),
                            ktr=ktr, model_size=_size(a.model_size) or None, threads=a.threads or None,
-                           bf16={"auto": None, "on": True, "off": False}[a.bf16], memory_method=a.memory_method)
+                           bf16={"auto": None, "on": True, "off": False}[a.bf16], memory_method=a.memory_method,
+                           temporal_units=a.temporal_units)
     for r in report["configurations"]:
-        log.info("frames %3d  L %4d  time ratio %.3f  attribution share %.3f  memory ratio %s", r["frames"],
-                 r["completion_length"], r["time_ratio"], r["attribution_share"],
+        log.info("frames %3d  L %4d  %-5s  time ratio %.3f  attribution share %.3f  memory ratio %s", r["frames"],
+                 r["completion_length"], r["temporal_unit"], r["time_ratio"], r["attribution_share"],
                  f"{r['memory_ratio']:.3f}" if "memory_ratio" in r else "-")
     return 0
 

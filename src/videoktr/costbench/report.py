@@ -130,8 +130,11 @@ def plot(report: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["configurations"]
     s = report["settings"]
+    units = s.get("temporal_units") or [None]
+    # the sweeps are of the first temporal unit; each other unit is one point at the first configuration
+    rows = [r for r in report["configurations"] if r.get("temporal_unit") in (units[0], None)]
+    others = [r for r in report["configurations"] if r not in rows]
     f0, l0 = s["frames_list"][0], s["completion_lengths"][0]
     sweeps = [("frames", "frames per clip", [r for r in rows if r["completion_length"] == l0],
                f"completion length {l0}"),
@@ -153,6 +156,9 @@ def plot(report: dict, path) -> None:
         ax.axhline(PAPER["time_ratio"], color="C0", ls=":", lw=1, label=f"paper time {PAPER['time_ratio']}")
         ax.axhline(PAPER["memory_ratio"], color="C1", ls=":", lw=1, label=f"paper memory {PAPER['memory_ratio']}")
         ax.axhline(1.0, color="grey", lw=0.5)
+        for k, r in enumerate(others):  # the other temporal units, at the first frame count and length
+            ax.plot([r[key]], [r["time_ratio"]], "D", color=f"C{4 + k}",
+                    label=f"step time ratio, temporal unit {r['temporal_unit']}")
         ax.set_xlabel(label)
         ax.set_ylabel("Video-KTR / GRPO")
         ax.set_title(f"ratio vs {label}, at {fixed}")
