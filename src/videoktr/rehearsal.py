@@ -201,13 +201,14 @@ def run_checks(root: Path, config: dict) -> list[dict]:
     out = root / "results" / config["run_name"]
     paper = validate(yaml.safe_load((root / PAPER).read_text()))
     checks = []
-    for fn in (lambda: check_video_input(config, out), lambda: [check_holmes_unfiltered(config, out)],
-               lambda: [check_trained_with(paper, out)], lambda: [check_targets(config, out)],
-               lambda: [check_bad_input(out)]):
+    for name, fn in [("video_input", lambda: check_video_input(config, out)),
+                     ("holmes_unfiltered", lambda: [check_holmes_unfiltered(config, out)]),
+                     ("trained_with", lambda: [check_trained_with(paper, out)]),
+                     ("targets", lambda: [check_targets(config, out)]), ("bad_input", lambda: [check_bad_input(out)])]:
         try:
             checks += fn()
-        except (OSError, KeyError, ValueError) as e:  # a missing output: the check fails, naming it
-            checks.append(_check(getattr(fn, "__name__", "check"), False, f"{type(e).__name__}: {e}"))
+        except (OSError, KeyError, ValueError) as e:  # a missing or unreadable output: the check fails, naming it
+            checks.append(_check(name, False, f"{type(e).__name__}: {e}"))
     return checks
 
 
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     report["checks"] = run_checks(root, config)
     ok = all(c["ok"] for c in report["checks"]) and (a.check_only or report["workflow"]["returncode"] == 0)
     report["ok"] = ok
+    out.mkdir(parents=True, exist_ok=True)
     (out / "rehearsal.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     for c in report["checks"]:
         print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}", flush=True)
