@@ -77,6 +77,7 @@ def check_video_input(config: dict, out: Path) -> list[dict]:
 
     v, e = config["video"], config["eval"]
     frames, pixels = int(v["train_frames"]), int(v["max_pixels"])
+    # Qwen2.5-VL: a token per 2 frames (temporal patch) x 28x28 pixels (patch 14, merged 2x2)
     tokens = frames // 2 * pixels // (28 * 28)
 
     def within(stats, max_frames, max_pixels, max_tokens):
@@ -114,11 +115,13 @@ def check_video_input(config: dict, out: Path) -> list[dict]:
 
 
 def check_holmes_unfiltered(config: dict, out: Path) -> dict:
+    from videoktr.eval.filtering import bypasses_filter
+
     clean = json.loads((out / "data/clean/train.json").read_text())
     kept = {r["problem_id"] for r in json.loads((out / "data/filtered/train.json").read_text())}
     acc = {r["problem_id"]: r["accuracy"] for r in _jsonl(out / "data/filtered/accuracy.jsonl")}
     lo, hi = config["filter"]["low"], config["filter"]["high"]
-    holmes = [r["problem_id"] for r in clean if str(r["problem_id"]).startswith("holmes-")]
+    holmes = [r["problem_id"] for r in clean if bypasses_filter(r["problem_id"])]
     others = [r["problem_id"] for r in clean if r["problem_id"] not in set(holmes)]
     in_band = {p for p in others if p in acc and lo <= acc[p] <= hi}
     # Video-R1's questions in the band are what the filter has to find: none in it would make this check vacuous
