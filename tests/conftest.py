@@ -78,6 +78,13 @@ def selected_tokens_grpo_loss(trainer, out: dict, key):
     return ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean()
 
 
+def workdir(path: Path, items=("Snakefile", "workflow", "config", "envs", "profiles", "scripts")) -> Path:
+    """A work dir for a Snakemake run apart from the repository's results: the workflow's files linked in."""
+    for item in items:
+        os.symlink(ROOT / item, path / item)
+    return path
+
+
 SLURM_LOCAL_SCRIPT = ROOT / "scripts/slurm-local.sh"
 
 

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import BIN, ENV, ROOT
+from conftest import BIN, ENV, ROOT, workdir
 
 PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
@@ -29,12 +29,6 @@ PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 def snakemake(*args, cwd, env=ENV, timeout=600):
     return subprocess.run([f"{BIN}/snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def workdir(path: Path, items=("Snakefile", "workflow", "config", "envs", "profiles", "scripts")) -> Path:
-    for item in items:
-        os.symlink(ROOT / item, path / item)
-    return path
 
 
 def job_counts(text: str) -> dict:
