@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
