@@ -61,9 +61,6 @@ def test_the_reference_is_the_papers_table_copied_into_the_repo():
     assert list(ours.columns) == ["table", "method", "frames", "benchmark", "value", "note"]
     assert {"table1", "table2", "table3", "table4", "table5", "fig3a", "fig7", "fig8", "fig9", "fig10"} <= set(
         ours["table"])
-    shared = ROOT.parent / "shared/reference/paper_tables.csv"
-    if shared.exists():  # the copy is verbatim
-        assert shared.read_text() == REFERENCE.read_text()
 
 
 def test_table2_needs_exactly_its_rows_at_the_ablation_frame_count():

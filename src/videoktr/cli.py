@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -267,6 +268,17 @@ def cmd_rehearsal_mirror(a, cfg):
     log.info("rehearsal mirror in %s: %s", a.out, json.dumps({k: v for k, v in summary.items() if k != "models"}))
 
 
+def cmd_mirror_model(a, cfg):
+    """A model's files into a repository folder of a local mirror, as the hub holds them: not its checkpoints'
+    folder, the download manifest or dotfiles."""
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(a.model).iterdir()):
+        if f.is_file() and f.name != "hub_manifest.json" and not f.name.startswith("."):
+            shutil.copyfile(f, out / f.name)  # follows links: a fetched model's files are links into its download
+            log.info("%s (%d bytes)", out / f.name, (out / f.name).stat().st_size)
+
+
 # Steps with a command line of their own: {step: (module, help)}; `videoktr STEP ARGS...` calls module.main(ARGS).
 DELEGATED = {
     "table": ("videoktr.report.tables", "a table: CSV, Markdown and LaTeX (videoktr.report.tables)"),
@@ -301,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
     add("filter-gather", cmd_filter_gather, "records", "shards", "scores", "png", "csv", "out")
     add("preflight", cmd_preflight, "out")
     add("rehearsal-mirror", cmd_rehearsal_mirror, "out")
+    add("mirror-model", cmd_mirror_model, "model", "out")
     for name, (module, text) in DELEGATED.items():
         s = sub.add_parser(name, help=text, add_help=False)  # its own parser answers --help
         s.add_argument("argv", nargs=argparse.REMAINDER, help=f"the arguments of {module}")

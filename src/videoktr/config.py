@@ -216,3 +216,9 @@ def schema_defaults(*path: str, schema_path: Path = SCHEMA) -> dict:
     for key in path:
         node = node["additionalProperties"] if key == "*" else node["properties"][key]
     return {k: copy.deepcopy(v["default"]) for k, v in node.get("properties", {}).items() if "default" in v}
+
+
+def ktr_knob_defaults() -> dict:
+    """{knob: default} of Video-KTR: the run properties of the schema that belong to no other method."""
+    return {k: v for k, v in schema_defaults("runs", "*").items()
+            if k != "sft_model" and not k.startswith(("tgrpo_", "twgrpo_"))}

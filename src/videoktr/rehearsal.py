@@ -135,6 +135,7 @@ def check_holmes_unfiltered(config: dict, out: Path) -> dict:
 
 def expected_settings(paper: dict, run: str) -> dict:
     """What run `run` of the paper config trains with, in trained_with's names (sizes left out)."""
+    from videoktr.config import ktr_knob_defaults
     r = paper["runs"][run]
     t = {**paper["train"], **(r.get("train") or {})}
     want = {"learning_rate": t["lr"], "beta": t["beta"], "num_generations": t["num_generations"],
@@ -143,8 +144,7 @@ def expected_settings(paper: dict, run: str) -> dict:
             "weight_decay": t["weight_decay"], "max_grad_norm": t["max_grad_norm"], "kl_estimator": t["kl_estimator"],
             "video_pixels": [paper["video"]["min_pixels"], paper["video"]["max_pixels"]]}
     if r["method"] == "ktr":
-        want.update({k: r[k] for k in ("ratio", "signals", "weighting", "distance", "visual_perturbation",
-                                        "temporal_perturbation", "temporal_unit", "no_spread")})
+        want.update({k: r[k] for k in ktr_knob_defaults()})
     elif r["method"] == "tgrpo":
         want.update(tgrpo_mu=r["tgrpo_mu"], tgrpo_alpha=r["tgrpo_alpha"], temporal_unit=r["temporal_unit"])
     elif r["method"] == "twgrpo":

@@ -158,10 +158,10 @@ ATTRIBUTION_SEMANTICS = f"{OUT}/analysis/attribution_semantics.json"
 
 
 # -- benchmarks of eval.hub: downloaded by benchmarks.smk, read by the evaluations (eval.smk) --
-from videoktr.eval.benchmarks import BENCHMARKS as _BENCHMARKS, eval_paths, hub_dir as _bench_hub_dir
+from videoktr.eval.benchmarks import BENCHMARKS, eval_paths, hub_dir as _bench_hub_dir
 
 BENCH_HUB = config["eval"].get("hub") or {}
-BENCH_HUB_MEDIA = [n for n, s in BENCH_HUB.items() if s.get("media") and _BENCHMARKS[n].media]
+BENCH_HUB_MEDIA = [n for n, s in BENCH_HUB.items() if s.get("media") and BENCHMARKS[n].media]
 
 
 def bench_hub_cfg(name):

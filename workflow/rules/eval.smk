@@ -7,8 +7,6 @@
 #                a benchmark of eval.hub, downloaded by the DAG (benchmarks.smk) and read where it landed
 import os
 
-from videoktr.eval.benchmarks import BENCHMARKS, eval_paths
-
 
 rule evaluate:
     input:

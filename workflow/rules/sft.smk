@@ -125,6 +125,4 @@ if MIRRORED:
         log:
             f"{OUT}/logs/released/mirror/{{repo}}.log",
         shell:
-            # the model's files, as a hub repository holds them: not its checkpoints' folder, manifest or dotfiles
-            "(find {input} -maxdepth 1 -type f ! -name hub_manifest.json ! -name '.*'"
-            " -exec cp -L {{}} $(dirname {output}) \\; && ls -l $(dirname {output})) > {log} 2>&1"
+            "videoktr mirror-model --model {input:q} --out $(dirname {output:q}) > {log} 2>&1"

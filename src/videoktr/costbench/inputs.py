@@ -12,20 +12,22 @@ def frames_data_dir(records: list[dict], data_dir, work: Path, frames: int, vide
     enough, otherwise frame-repeated copies of the same clips (only the frame count changes)."""
     import numpy as np
 
+    from videoktr.data.records import media_path
     from videoktr.data.video import read_frames
     from videoktr.data.world import write_mp4
 
     fps = float(video_cfg["fps"])
     backend = video_cfg.get("backend", "auto")
-    clips = {r["path"]: read_frames(Path(data_dir) / r["path"], fps=fps, max_frames=10**6, backend=backend)
+    clips = {r["path"]: read_frames(media_path(data_dir, r["path"]), fps=fps, max_frames=10**6, backend=backend)
              for r in records}
     if all(len(c) >= frames for c in clips.values()):
         return Path(data_dir)
     out = work / f"clips_f{frames}"
     for path, clip in clips.items():
         idx = np.minimum((np.arange(frames) * len(clip)) // frames, len(clip) - 1)
-        (out / path).parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(out / path, clip[idx], fps=max(1, round(fps)))
+        dest = media_path(out, path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(dest, clip[idx], fps=max(1, round(fps)))
     return out
 
 

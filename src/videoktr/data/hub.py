@@ -10,7 +10,7 @@ One *source* is a dict from the config (`data.hub.<name>`, `model.hub`):
                against the digest the hub publishes for them
 
 With a mirror folder (`data.mirror`, `model.mirror`) nothing is downloaded: the files are read from
-`<mirror>/<repo>/<file>` (e.g. `/shared/hf/Video-R1/Video-R1-data/Video-R1-260k.json`), linked into place and
+`<mirror>/<repo>/<file>` (e.g. `<mirror>/Video-R1/Video-R1-data/Video-R1-260k.json`), linked into place and
 checked the same way.
 
 Fail fast: without hub access (HF_HUB_OFFLINE=1, no network, a gated repository and no token) the first call raises

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from videoktr.config import schema_defaults
+from videoktr.config import ktr_knob_defaults
 from videoktr.data.model_inputs import load_frames, mm_token_type_ids, video_metadata
 from videoktr.rl import gradients
 from videoktr.rl.attribution import (
@@ -36,9 +36,7 @@ from videoktr.rl.logits import token_logprobs
 from videoktr.rl.token_log import write_token_log
 
 
-# {knob: default} of Video-KTR: the run properties of the config schema that belong to no other method
-KNOBS = {k: tuple(v) if isinstance(v, list) else v for k, v in schema_defaults("runs", "*").items()
-         if k != "sft_model" and not k.startswith(("tgrpo_", "twgrpo_"))}
+KNOBS = {k: tuple(v) if isinstance(v, list) else v for k, v in ktr_knob_defaults().items()}
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from videoktr.rl.baselines import TGRPOTrainer, TWGRPOTrainer
 from videoktr.rl.cost_meter import CostMeter
 from videoktr.rl.gradients import GradientLogCallback
 from videoktr.rl.grpo import VideoGRPOTrainer
-from videoktr.rl.ktr import KTRSettings, KTRTrainer
+from videoktr.rl.ktr import KNOBS, KTRSettings, KTRTrainer
 from videoktr.rl.rewards import AccuracyReward, format_reward_func
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,8 @@ def trained_with(trainer) -> dict:
     size = vp.size if isinstance(vp.size, dict) else vars(vp.size)
     out["video_pixels"] = [size.get("shortest_edge"), size.get("longest_edge")]
     if isinstance(trainer, KTRTrainer):
-        k = trainer.ktr
-        out.update(ratio=k.ratio, signals=list(k.signals), scope=k.scope, weighting=k.weighting, distance=k.distance,
-                   visual_perturbation=k.visual_perturbation, temporal_perturbation=k.temporal_perturbation,
-                   visual_mode=k.visual_mode, signed=k.signed, mask_kl=k.mask_kl, temporal_unit=k.temporal_unit,
-                   no_spread=k.no_spread,
+        out.update({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(trainer.ktr).items()
+                    if k in KNOBS},
                    diagnostics_every=trainer.diagnostics_every)
     elif isinstance(trainer, TGRPOTrainer):
         out.update(tgrpo_mu=trainer.mu, tgrpo_alpha=trainer.alpha, temporal_unit=trainer.temporal_unit)
