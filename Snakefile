@@ -42,3 +42,4 @@ rule all:
         [target_files(name) for name in grid.configured(config)],
         # the analyses of the token-log run (config analysis.token_log_run), when it is one of the config's runs
         [ATTRIBUTION_SEMANTICS, *[target_files(fig) for fig in TOKEN_FIGURES]] if HAS_TOKEN_LOG else [],
+        [TRAINING_SUMMARY] if TRAINED_RUNS else [],

@@ -198,3 +198,25 @@ def test_a_short_rl_run_raises_the_accuracy_reward_on_its_training_questions(wor
     assert len(acc) == LEARN["max_steps"] and 0.1 <= first <= 0.6  # the SFT model: neither 0 nor solved
     learned = last >= 0.75 and last - first >= 0.35
     assert learned == (method != "ktr_without_key_tokens"), (first, last, acc)
+
+
+def test_two_methods_sample_the_same_first_batch_and_different_rollouts_once_updated(world, mixed_sft_model,
+                                                                                    tmp_path):
+    """GRPO and Video-KTR from one model and seed: batch 1 is sampled before any update, so its digest is the same;
+    the updates differ (all tokens against the key tokens), so later batches part. training_summary says where.
+    (Measured: here they part at batch 7 of 8; the shared seed keeps most draws alike while the weights differ a
+    little, and both updates are dominated by the answer letter.)"""
+    from videoktr.report.training import training_summary
+    from videoktr.rl.run import train_run
+
+    recs = [records(world)[i] for i in QUESTIONS] * 4
+    metrics = {}
+    for method in ("grpo", "ktr"):
+        run = {"method": method, "ratio": 0.2, "signals": ["E", "V", "T"], "train": dict(LEARN, max_steps=8)}
+        metrics[method] = train_run(method, run, mixed_sft_model, recs, world, tmp_path / method / "work",
+                                    tmp_path / method / "model", video_cfg=VIDEO_CFG, seed=0)
+    g, k = metrics["grpo"]["rollouts"], metrics["ktr"]["rollouts"]
+    assert len(g) == len(k) == 8 and g[0] == k[0] and g != k
+    row = training_summary(metrics, {"grpo": "sft", "ktr": "sft"})["runs"]["ktr"]
+    assert row["compared_with"] == "grpo" and row["rollouts_differ_from_batch"] == next(
+        i + 1 for i in range(8) if g[i] != k[i]) > 1

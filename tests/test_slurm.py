@@ -158,7 +158,7 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
     # two SFT models: the 7B one (model) and Table 5's 3B (sft_models.qwen3b), each fetched once
     assert counts["sft"] == 2
     for rule in ("preflight", "world", "difficulty_filter", "cost_table", "attribution_semantics",
-                 "token_figure_html"):
+                 "token_figure_html", "training_summary"):
         assert counts[rule] == 1, rule
     # one job per table and figure of a family rule (config tables.rows sets them all in the paper config)
     # (Tables 1, 2, 3, 5 and Table 1's released block; each released checkpoint fetched once by rule released)

@@ -103,7 +103,7 @@ def test_all_builds_every_table_and_figure(clean_dir):
     assert {("table", t) for t in ("table1", "table2", "table3", "table5")} | {("cost_table", "table4")} | {
         ("accuracy_figure", f) for f in ("fig3a", "fig3b", "fig7", "fig8", "fig9", "fig10")} | {
         ("token_figure", f) for f in ("fig4", "fig5", "fig6", "fig11", "fig12")} | {
-        ("token_figure_html", "fig2"), ("attribution_semantics", None)} <= built
+        ("token_figure_html", "fig2"), ("attribution_semantics", None), ("training_summary", None)} <= built
 
 
 def test_the_token_log_run_is_a_config_key(tmp_path, clean_dir):
@@ -184,6 +184,10 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     assert 0.19 <= metrics["log_history"][0]["ktr/union_share"] <= 0.61
     semantics = json.loads((out / "analysis/attribution_semantics.json").read_text())
     assert set(semantics["signals"]) == {"E", "V", "T"} and semantics["words"] > 0
+    training = json.loads((out / "analysis/training.json").read_text())["runs"]
+    assert set(training) == {"grpo", "ktr"}
+    assert training["ktr"]["compared_with"] == "grpo" and training["ktr"]["batches"] == cfg["train"]["max_steps"]
+    assert metrics["rollouts"][0] == json.loads((out / "train/grpo/metrics.json").read_text())["rollouts"][0]
     # every table and figure of the grid, and the HTML report with each of them
     for name in cfg["tables"]["rows"]:
         kind = "tables" if name.startswith("table") else "figures"

@@ -129,6 +129,18 @@ def cmd_semantics(a, cfg):
     _write_json(a.out, result)
 
 
+def cmd_training_summary(a, cfg):
+    """analysis/training.json: each RL run's reward rise and where its rollouts leave GRPO's (videoktr.report.training)."""
+    from videoktr.report.summaries import read_json
+    from videoktr.report.training import training_summary
+
+    metrics = {m["run"]: m for m in (read_json(p, "training log") for p in a.metrics)}
+    summary = training_summary(metrics, cfg["start"])
+    for name, row in summary["runs"].items():
+        log.info("%s: %s", name, json.dumps(row))
+    _write_json(a.out, summary)
+
+
 def hub_access(cfg: dict, key: str) -> dict:
     """Mirror and retries of a source: given in --cfg, else from VIDEOKTR_HUB_ACCESS (set by the workflow, keyed by
     the config section: data, model, sft_models.<name>)."""
@@ -297,7 +309,7 @@ def parser() -> argparse.ArgumentParser:
         for arg in args:
             kind = int if arg == "frames" else str
             s.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=True, type=kind,
-                           nargs="+" if arg == "shards" else None)
+                           nargs="+" if arg in ("shards", "metrics") else None)
         s.set_defaults(fn=fn)
 
     add("world", cmd_world, "out")
@@ -307,6 +319,7 @@ def parser() -> argparse.ArgumentParser:
     add("train", cmd_train, "name", "model", "records", "data_dir", "work_dir", "out", "metrics")
     add("evaluate", cmd_evaluate, "model", "name", "benchmark", "records", "data_dir", "frames", "predictions", "out")
     add("semantics", cmd_semantics, "token_log", "out")
+    add("training-summary", cmd_training_summary, "metrics", "out")
     add("fetch", cmd_fetch, "what", "download_dir", "out", "manifest")
     add("hub-records", cmd_hub_records, "hub_dir", "out", "videos")
     add("filter-shard", cmd_filter_shard, "model", "records", "data_dir", "shard", "partial", "out")

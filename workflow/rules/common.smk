@@ -155,6 +155,9 @@ def target_files(name):
 
 
 ATTRIBUTION_SEMANTICS = f"{OUT}/analysis/attribution_semantics.json"
+# every RL run the DAG trains (those an evaluation of `all` needs), for analysis/training.json
+TRAINED_RUNS = [r for r in config["runs"] if r in {m for m, _, _ in grid.all_evaluations(config)}]
+TRAINING_SUMMARY = f"{OUT}/analysis/training.json"
 
 
 # -- benchmarks of eval.hub: downloaded by benchmarks.smk, read by the evaluations (eval.smk) --

@@ -13,6 +13,7 @@ log-prob forward, so a naive video GRPO trains text-only. `VideoGRPOTrainer` fix
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._videos: list[dict] = []  # per-sample video tensors aligned with the rows being scored
         self._frames: list = []  # decoded frames of the generation batch's rows (frame-level counterfactuals)
         self.video_input: list[dict] = []  # video_input_stats of every generation batch (metrics.json video_input)
+        self.rollouts: list[str] = []  # a digest of every generation batch's completions (metrics.json rollouts)
 
     # -- generation -------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
@@ -78,6 +80,10 @@ class VideoGRPOTrainer(GRPOTrainer):
         before = sum(f.unparseable for f in counted)
         output = super()._generate_and_score_completions(inputs)
         output["videos"] = self._videos  # a list: TRL shuffles and splits it with the rows
+        # Which tokens were sampled, as a digest: two runs from one model and seed sample the same first batch, and
+        # differ from the first update that changes a sampled token (videoktr.report.training compares them).
+        ids = output["completion_ids"] * output["completion_mask"]
+        self.rollouts.append(hashlib.sha256(ids.cpu().numpy().astype("int64").tobytes()).hexdigest()[:16])
         if counted:  # answers without a parseable <answer> score 0; their count is logged per step
             mode = "train" if self.model.training else "eval"
             self._metrics[mode]["rewards/unparseable"].append(sum(f.unparseable for f in counted) - before)

@@ -346,6 +346,8 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         "trained_with": trained_with(trainer), "log_history": trainer.state.log_history,
         # what the policy saw of the clips over this segment: frames, pixels per frame, video tokens per clip
         "video_input": merge_video_stats(getattr(trainer, "video_input", [])),
+        # this process's generation batches of this segment, in order: where two runs' samples part (first batch 1)
+        "rollouts": trainer.rollouts,
     }
     whole_run(metrics, training_loss, last)
     if trainer.accelerator.is_main_process:  # the marker a rerun reads: reuse, or (model gone) start afresh

@@ -1,0 +1,61 @@
+"""What the RL runs did while training, from their metrics.json: did the accuracy reward rise, and do two runs from
+one model sample different rollouts once they have been updated?
+
+- `reward`: the mean accuracy reward of the first and the last quarter of the steps, and their difference with a 95%
+  bootstrap interval over steps (each step's reward is the mean over that step's completions: a handful of questions).
+- `rollouts`: against a reference run from the same SFT model and seed (GRPO by default), the first generation batch
+  whose sampled tokens differ (1-based). Batch 1 is sampled before any update, so it is the same for every method;
+  a run that still samples GRPO's rollouts several updates in has moved too little to change a sampled token.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from videoktr.report.uncertainty import LEVEL, resampled_means
+
+REWARD = "rewards/accuracy/mean"
+
+
+def step_rewards(metrics: dict) -> list[float]:
+    return [h[REWARD] for h in metrics.get("log_history", []) if REWARD in h]
+
+
+def reward_quarters(rewards: list[float]) -> dict:
+    """First and last quarter's mean reward and last - first with its 95% bootstrap interval (steps resampled within
+    each quarter, fixed seed)."""
+    q = len(rewards) // 4
+    if q == 0:
+        return {"steps": len(rewards), "first_quarter": None, "last_quarter": None, "rise": None, "rise_ci": None}
+    first, last = np.asarray(rewards[:q], float), np.asarray(rewards[-q:], float)
+    draws = (resampled_means(last, stream=1) - resampled_means(first, stream=0)) / 100
+    tail = 100 * (1 - LEVEL) / 2
+    return {"steps": len(rewards), "first_quarter": float(first.mean()), "last_quarter": float(last.mean()),
+            "rise": float(last.mean() - first.mean()),
+            "rise_ci": [float(x) for x in np.percentile(draws, [tail, 100 - tail])]}
+
+
+def first_difference(a: list[str], b: list[str]) -> int | None:
+    """The 1-based index of the first generation batch whose digests differ; None if they never do."""
+    return next((i + 1 for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+
+
+def training_summary(metrics: dict[str, dict], start: dict[str, str], reference: str = "grpo") -> dict:
+    """Per run: reward quarters, and the batch at which its rollouts leave those of the run of `reference`'s method
+    that starts from the same model (`start`: run -> SFT model). Runs resumed from a checkpoint hold the digests of
+    their last segment only and are not compared."""
+    runs = {}
+    for name, m in metrics.items():
+        row = {"method": m.get("method"), "sft_model": start.get(name), **reward_quarters(step_rewards(m))}
+        peers = [r for r in metrics if r != name and metrics[r].get("method") == reference
+                 and start.get(r) == start.get(name)]
+        if peers and m.get("method") != reference and m.get("rollouts") and not m.get("resumed_from") \
+                and not metrics[peers[0]].get("resumed_from"):
+            other = metrics[peers[0]]["rollouts"]
+            row.update(compared_with=peers[0], batches=min(len(m["rollouts"]), len(other)),
+                       rollouts_differ_from_batch=first_difference(m["rollouts"], other))
+        runs[name] = row
+    rises = [r["rise"] for r in runs.values() if r["rise"] is not None]
+    return {"runs": runs,
+            "mean_rise": float(np.mean(rises)) if rises else None,
+            "reference": reference}

@@ -1,0 +1,44 @@
+"""analysis/training.json: reward quarters with their interval, and where two runs' rollouts part."""
+
+import pytest
+
+from videoktr.report.training import first_difference, reward_quarters, training_summary
+
+
+def history(rewards):
+    return [{"rewards/accuracy/mean": r, "step": i + 1} for i, r in enumerate(rewards)] + [{"train_loss": 0.1}]
+
+
+def test_the_quarters_and_the_interval_of_their_difference():
+    q = reward_quarters([0.0, 0.25, 0.5, 0.5, 0.5, 0.5, 1.0, 0.75])
+    assert q["steps"] == 8 and q["first_quarter"] == 0.125 and q["last_quarter"] == 0.875
+    assert q["rise"] == pytest.approx(0.75) and q["rise_ci"][0] <= 0.75 <= q["rise_ci"][1]
+    assert q["rise_ci"][0] > 0  # every resample rises
+    flat = reward_quarters([0.5, 0.25, 0.5, 0.25, 0.5, 0.25, 0.25, 0.5])
+    assert flat["rise_ci"][0] < 0 < flat["rise_ci"][1]
+    assert reward_quarters([0.5, 0.5])["rise"] is None  # fewer than 4 steps: no quarter
+
+
+def test_first_difference():
+    assert first_difference(["a", "b", "c"], ["a", "b", "c"]) is None
+    assert first_difference(["a", "b", "c"], ["a", "x", "c"]) == 2
+
+
+def test_each_run_is_compared_with_the_grpo_run_of_its_own_model_and_resumed_runs_are_not():
+    m = {
+        "grpo": {"method": "grpo", "rollouts": ["a", "b", "c", "d"], "log_history": history([0, 0, 1, 1])},
+        "ktr": {"method": "ktr", "rollouts": ["a", "b", "x", "y"], "log_history": history([0, 0, 0, 1])},
+        "twgrpo": {"method": "twgrpo", "rollouts": ["a", "b", "c", "d"], "log_history": history([0, 1, 0, 1])},
+        "grpo_small": {"method": "grpo", "rollouts": ["s", "t", "u", "v"], "log_history": history([0, 0, 0, 0])},
+        "ktr_small": {"method": "ktr", "rollouts": ["s", "q", "r", "w"], "log_history": history([1, 1, 1, 1])},
+        "ktr_resumed": {"method": "ktr", "rollouts": ["c", "d"], "resumed_from": ["checkpoint-2"],
+                        "log_history": history([0, 1, 1, 1])},
+    }
+    start = {"grpo": "sft", "ktr": "sft", "twgrpo": "sft", "grpo_small": "small", "ktr_small": "small",
+             "ktr_resumed": "sft"}
+    runs = training_summary(m, start)["runs"]
+    assert runs["ktr"]["compared_with"] == "grpo" and runs["ktr"]["rollouts_differ_from_batch"] == 3
+    assert runs["twgrpo"]["rollouts_differ_from_batch"] is None and runs["twgrpo"]["batches"] == 4
+    assert runs["ktr_small"]["compared_with"] == "grpo_small" and runs["ktr_small"]["rollouts_differ_from_batch"] == 2
+    assert "compared_with" not in runs["grpo"] and "compared_with" not in runs["ktr_resumed"]
+    assert runs["ktr"]["rise"] == 1.0 and runs["grpo_small"]["rise"] == 0.0
