@@ -42,3 +42,25 @@ def test_each_run_is_compared_with_the_grpo_run_of_its_own_model_and_resumed_run
     assert runs["ktr_small"]["compared_with"] == "grpo_small" and runs["ktr_small"]["rollouts_differ_from_batch"] == 2
     assert "compared_with" not in runs["grpo"] and "compared_with" not in runs["ktr_resumed"]
     assert runs["ktr"]["rise"] == 1.0 and runs["grpo_small"]["rise"] == 0.0
+
+
+def test_the_command_reads_each_runs_training_log_and_train_keeps_one_metrics_path(tmp_path):
+    import json
+
+    from videoktr.cli import main, parser
+
+    paths = []
+    for run, method, digests in (("grpo", "grpo", ["a", "b"]), ("ktr", "ktr", ["a", "c"])):
+        p = tmp_path / run / "metrics.json"
+        p.parent.mkdir()
+        p.write_text(json.dumps({"run": run, "method": method, "rollouts": digests,
+                                 "log_history": history([0.25, 0.5, 0.5, 0.75])}))
+        paths.append(str(p))
+    out = tmp_path / "training.json"
+    cfg = json.dumps({"start": {"grpo": "sft", "ktr": "sft"}})
+    assert main(["training-summary", "--cfg", cfg, "--run-metrics", *paths, "--out", str(out)]) in (0, None)
+    runs = json.loads(out.read_text())["runs"]
+    assert runs["ktr"]["rollouts_differ_from_batch"] == 2 and runs["grpo"]["rise"] == 0.5
+    args = parser().parse_args(["train", *[x for k in ("name", "model", "records", "data-dir", "work-dir", "out",
+                                                       "metrics") for x in (f"--{k}", "x")]])
+    assert args.metrics == "x"  # one path, not a list

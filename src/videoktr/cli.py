@@ -134,7 +134,7 @@ def cmd_training_summary(a, cfg):
     from videoktr.report.summaries import read_json
     from videoktr.report.training import training_summary
 
-    metrics = {m["run"]: m for m in (read_json(p, "training log") for p in a.metrics)}
+    metrics = {m["run"]: m for m in (read_json(p, "training log") for p in a.run_metrics)}
     summary = training_summary(metrics, cfg["start"])
     for name, row in summary["runs"].items():
         log.info("%s: %s", name, json.dumps(row))
@@ -309,7 +309,7 @@ def parser() -> argparse.ArgumentParser:
         for arg in args:
             kind = int if arg == "frames" else str
             s.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=True, type=kind,
-                           nargs="+" if arg in ("shards", "metrics") else None)
+                           nargs="+" if arg in ("shards", "run_metrics") else None)
         s.set_defaults(fn=fn)
 
     add("world", cmd_world, "out")
@@ -319,7 +319,7 @@ def parser() -> argparse.ArgumentParser:
     add("train", cmd_train, "name", "model", "records", "data_dir", "work_dir", "out", "metrics")
     add("evaluate", cmd_evaluate, "model", "name", "benchmark", "records", "data_dir", "frames", "predictions", "out")
     add("semantics", cmd_semantics, "token_log", "out")
-    add("training-summary", cmd_training_summary, "metrics", "out")
+    add("training-summary", cmd_training_summary, "run_metrics", "out")
     add("fetch", cmd_fetch, "what", "download_dir", "out", "manifest")
     add("hub-records", cmd_hub_records, "hub_dir", "out", "videos")
     add("filter-shard", cmd_filter_shard, "model", "records", "data_dir", "shard", "partial", "out")

@@ -31,4 +31,4 @@ rule training_summary:
     log:
         f"{OUT}/logs/training_summary.log",
     shell:
-        "videoktr training-summary --cfg {params.cfg:q} --metrics {input:q} --out {output} > {log} 2>&1"
+        "videoktr training-summary --cfg {params.cfg:q} --run-metrics {input:q} --out {output} > {log} 2>&1"
