@@ -409,3 +409,16 @@ def test_format_equals_video_r1_regex_on_random_strings():
         hits += expected == 1.0
         assert format_reward(text) == expected, repr(text)
     assert 500 < hits < 19500  # the sample exercises both outcomes (856 matches)
+
+
+def test_the_accuracy_reward_keeps_the_last_calls_rewards_per_question_source():
+    from videoktr.rl.rewards import AccuracyReward
+
+    reward = AccuracyReward()
+    done = [reward(None, ["<answer>A</answer>", "<answer>B</answer>", "<answer>2</answer>"],
+                   ["<answer>A</answer>", "<answer>A</answer>", "<answer>2</answer>"],
+                   ["multiple choice", "multiple choice", "numerical"],
+                   data_source=["tinyworld/appearance", "tinyworld/appearance", "tinyworld/counting"])]
+    assert done == [[1.0, 0.0, 1.0]] and reward.by_source == {"appearance": [1.0, 0.0], "counting": [1.0]}
+    reward(None, ["<answer>A</answer>"], ["<answer>A</answer>"], ["multiple choice"])  # rows without a source
+    assert reward.by_source == {}

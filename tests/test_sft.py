@@ -5,7 +5,7 @@ from conftest import VIDEO_CFG, records
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, TrainingArguments
 
 from videoktr.eval.answers import parse_solution
-from videoktr.models.sft import SFTCollator, WeightedSFTTrainer, clip_token_flags, sft_target
+from videoktr.models.sft import SFTCollator, WeightedSFTTrainer, clip_token_flags, sft_target, sft_video_cfg
 
 
 def flagged_text(tok, record) -> str:
@@ -61,3 +61,15 @@ def test_the_weighted_loss_is_the_weighted_mean_of_the_target_tokens_cross_entro
     valid = targets != -100
     assert abs(loss_plain - ce[valid].mean().item()) < 1e-5  # weight 1: transformers' own loss
     assert abs(loss_weighted - loss_plain) > 1e-3
+
+
+def test_sft_reads_its_clips_at_sft_frames_and_the_rest_keeps_video_train_frames(world, tiny_model_dir):
+    """config sft.frames: the SFT batches carry that many frames a clip (2 frames a temporal patch); unset, SFT
+    reads video.train_frames like the filter and RL."""
+    proc = AutoProcessor.from_pretrained(tiny_model_dir)
+    recs = records(world)[:2]
+    video = dict(VIDEO_CFG, train_frames=8)
+    assert sft_video_cfg(video, {"frames": None}) == video and video["train_frames"] == 8
+    for frames, patches in ((None, 4), (16, 8), (4, 2)):
+        batch = SFTCollator(proc, world, sft_video_cfg(video, {"frames": frames}))(recs)
+        assert batch["video_grid_thw"][:, 0].tolist() == [patches, patches], frames

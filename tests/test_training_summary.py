@@ -64,3 +64,22 @@ def test_the_command_reads_each_runs_training_log_and_train_keeps_one_metrics_pa
     args = parser().parse_args(["train", *[x for k in ("name", "model", "records", "data-dir", "work-dir", "out",
                                                        "metrics") for x in (f"--{k}", "x")]])
     assert args.metrics == "x"  # one path, not a list
+
+
+def test_the_reward_per_question_source_is_summarised_over_the_steps_that_asked_it():
+    """A run whose counting reward rises while an unseeable source only adds noise: the overall quarters fall, the
+    counting source's rise, and a source asked in too few steps has no quarters."""
+    key = "rewards/accuracy_by_source/"
+    counting = [0.25, 0.5, 0.5, 0.5, 0.75, 0.75, 1.0, 1.0]
+    shape = [0.5, 0.5, 0.25, None, 0.0, 0.25, 0.0, 0.0]
+    log = [{"rewards/accuracy/mean": 0.4 - 0.02 * i, f"{key}counting": c, f"{key}shape": s, f"{key}rare": 1.0} if i == 0
+           else {"rewards/accuracy/mean": 0.4 - 0.02 * i, f"{key}counting": c, **({f"{key}shape": s} if s is not None
+                                                                                   else {})}
+           for i, (c, s) in enumerate(zip(counting, shape))]
+    summary = training_summary({"grpo": {"method": "grpo", "log_history": log}}, {"grpo": "sft"})
+    row = summary["runs"]["grpo"]
+    assert row["rise"] < 0
+    assert row["by_source"]["counting"]["rise"] == pytest.approx(0.625) and row["by_source"]["counting"]["steps"] == 8
+    assert row["by_source"]["shape"]["steps"] == 7 and row["by_source"]["shape"]["rise"] < 0
+    assert row["by_source"]["rare"]["rise"] is None
+    assert summary["mean_rise_by_source"]["counting"] == pytest.approx(0.625)

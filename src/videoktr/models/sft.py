@@ -82,6 +82,12 @@ class SFTCollator:
         return weights
 
 
+def sft_video_cfg(video_cfg: dict, sft_cfg: dict) -> dict:
+    """The video settings SFT reads its clips with: `video` with sft.frames (when set) as the frames per clip; the
+    filter and RL keep video.train_frames."""
+    return {**video_cfg, "train_frames": sft_cfg["frames"]} if sft_cfg.get("frames") else dict(video_cfg)
+
+
 class WeightedSFTTrainer(Trainer):
     """transformers' Trainer whose loss is the weighted mean of the target tokens' cross-entropy, when the
     collator gives `loss_weights`. Why: in a target of ~30 tokens, the 2-3 that name the clip carry all of the
@@ -102,6 +108,7 @@ class WeightedSFTTrainer(Trainer):
 
 def train_sft(model_dir: Path, records: list[dict], data_dir: Path, out_dir: Path, *, video_cfg: dict, sft_cfg: dict,
               seed: int) -> dict:
+    video_cfg = sft_video_cfg(video_cfg, sft_cfg)
     processor = AutoProcessor.from_pretrained(model_dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     args = TrainingArguments(

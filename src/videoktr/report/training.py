@@ -3,6 +3,8 @@ one model sample different rollouts once they have been updated?
 
 - `reward`: the mean accuracy reward of the first and the last quarter of the steps, and their difference with a 95%
   bootstrap interval over steps (each step's reward is the mean over that step's completions: a handful of questions).
+  `by_source` does the same per question source (appearance, temporal, counting) over the steps that asked one: the
+  overall quarters mix sources in varying shares, and a source the model cannot see adds only noise.
 - `rollouts`: against a reference run from the same SFT model and seed (GRPO by default), the first generation batch
   whose sampled tokens differ (1-based). Batch 1 is sampled before any update, so it is the same for every method;
   a run that still samples GRPO's rollouts several updates in has moved too little to change a sampled token.
@@ -13,12 +15,21 @@ from __future__ import annotations
 import numpy as np
 
 from videoktr.report.uncertainty import LEVEL, resampled_means
+from videoktr.rl.rewards import BY_SOURCE
 
 REWARD = "rewards/accuracy/mean"
 
 
-def step_rewards(metrics: dict) -> list[float]:
-    return [h[REWARD] for h in metrics.get("log_history", []) if REWARD in h]
+
+
+def step_rewards(metrics: dict, key: str = REWARD) -> list[float]:
+    return [h[key] for h in metrics.get("log_history", []) if h.get(key) is not None]
+
+
+def source_quarters(metrics: dict) -> dict:
+    """reward_quarters per question source, over the steps in which that source was asked."""
+    sources = sorted({k[len(BY_SOURCE):] for h in metrics.get("log_history", []) for k in h if k.startswith(BY_SOURCE)})
+    return {s: reward_quarters(step_rewards(metrics, BY_SOURCE + s)) for s in sources}
 
 
 def reward_quarters(rewards: list[float]) -> dict:
@@ -46,7 +57,8 @@ def training_summary(metrics: dict[str, dict], start: dict[str, str], reference:
     their last segment only and are not compared."""
     runs = {}
     for name, m in metrics.items():
-        row = {"method": m.get("method"), "sft_model": start.get(name), **reward_quarters(step_rewards(m))}
+        row = {"method": m.get("method"), "sft_model": start.get(name), **reward_quarters(step_rewards(m)),
+               "by_source": source_quarters(m)}
         peers = [r for r in metrics if r != name and metrics[r].get("method") == reference
                  and start.get(r) == start.get(name)]
         if peers and m.get("method") != reference and m.get("rollouts") and not m.get("resumed_from") \
@@ -56,6 +68,10 @@ def training_summary(metrics: dict[str, dict], start: dict[str, str], reference:
                        rollouts_differ_from_batch=first_difference(m["rollouts"], other))
         runs[name] = row
     rises = [r["rise"] for r in runs.values() if r["rise"] is not None]
+    sources = sorted({s for r in runs.values() for s in r["by_source"]})
+    by_source = {s: [r["by_source"][s]["rise"] for r in runs.values()
+                     if s in r["by_source"] and r["by_source"][s]["rise"] is not None] for s in sources}
     return {"runs": runs,
             "mean_rise": float(np.mean(rises)) if rises else None,
+            "mean_rise_by_source": {s: float(np.mean(v)) if v else None for s, v in by_source.items()},
             "reference": reference}

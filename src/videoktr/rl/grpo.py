@@ -23,6 +23,7 @@ from trl import GRPOTrainer
 from videoktr.data.model_inputs import (apply_pixel_bounds, encode, format_video_stats, load_frames,
                                         mm_token_type_ids, processor_video_stats)
 from videoktr.rl.logits import entropy, tempered_log_softmax
+from videoktr.rl.rewards import BY_SOURCE
 
 VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 log = logging.getLogger(__name__)
@@ -84,9 +85,12 @@ class VideoGRPOTrainer(GRPOTrainer):
         # differ from the first update that changes a sampled token (videoktr.report.training compares them).
         ids = output["completion_ids"] * output["completion_mask"]
         self.rollouts.append(hashlib.sha256(ids.cpu().numpy().astype("int64").tobytes()).hexdigest()[:16])
+        mode = "train" if self.model.training else "eval"
         if counted:  # answers without a parseable <answer> score 0; their count is logged per step
-            mode = "train" if self.model.training else "eval"
             self._metrics[mode]["rewards/unparseable"].append(sum(f.unparseable for f in counted) - before)
+        for f in self.reward_funcs:  # the accuracy reward per question source (appearance, counting, ...) per step
+            for source, values in (getattr(f, "by_source", None) or {}).items():
+                self._metrics[mode][f"{BY_SOURCE}{source}"].append(sum(values) / len(values))
         return output
 
     def _tokenize_prompts(self, prompts: list):

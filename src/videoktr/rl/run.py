@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 def to_dataset(records: list[dict]) -> Dataset:
     return Dataset.from_list([
         {"prompt": conversation(r), "path": r["path"], "solution": r["solution"],
-         "problem_type": r["problem_type"], "problem_id": str(r["problem_id"])}
+         "problem_type": r["problem_type"], "problem_id": str(r["problem_id"]),
+         "data_source": str(r.get("data_source", ""))}
         for r in records
     ])
 
