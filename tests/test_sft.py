@@ -73,3 +73,23 @@ def test_sft_reads_its_clips_at_sft_frames_and_the_rest_keeps_video_train_frames
     for frames, patches in ((None, 4), (16, 8), (4, 2)):
         batch = SFTCollator(proc, world, sft_video_cfg(video, {"frames": frames}))(recs)
         assert batch["video_grid_thw"][:, 0].tolist() == [patches, patches], frames
+
+
+def test_the_collator_decodes_each_clip_once_within_its_byte_budget(world, tiny_model_dir, monkeypatch):
+    """Epoch after epoch the same clips: decoded once and kept, up to CLIP_CACHE_BYTES; past it, read again (the
+    batch is the same either way)."""
+    import videoktr.models.sft as sft
+
+    proc = AutoProcessor.from_pretrained(tiny_model_dir)
+    recs = records(world)[:3]
+    reads = []
+    real = sft.load_frames
+    monkeypatch.setattr(sft, "load_frames", lambda r, *a, **k: reads.append(r["path"]) or real(r, *a, **k))
+    collate = SFTCollator(proc, world, VIDEO_CFG)
+    first, second = collate(recs), collate(recs)
+    assert reads == [r["path"] for r in recs] and torch.equal(first["pixel_values_videos"], second["pixel_values_videos"])
+    monkeypatch.setattr(sft, "CLIP_CACHE_BYTES", 0)
+    reads.clear()
+    tight = SFTCollator(proc, world, VIDEO_CFG)
+    tight(recs), tight(recs)
+    assert reads == [r["path"] for r in recs] * 2
