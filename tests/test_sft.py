@@ -87,7 +87,8 @@ def test_the_collator_decodes_each_clip_once_within_its_byte_budget(world, tiny_
     monkeypatch.setattr(sft, "load_frames", lambda r, *a, **k: reads.append(r["path"]) or real(r, *a, **k))
     collate = SFTCollator(proc, world, VIDEO_CFG)
     first, second = collate(recs), collate(recs)
-    assert reads == [r["path"] for r in recs] and torch.equal(first["pixel_values_videos"], second["pixel_values_videos"])
+    assert reads == [r["path"] for r in recs]
+    assert torch.equal(first["pixel_values_videos"], second["pixel_values_videos"])
     monkeypatch.setattr(sft, "CLIP_CACHE_BYTES", 0)
     reads.clear()
     tight = SFTCollator(proc, world, VIDEO_CFG)

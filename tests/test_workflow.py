@@ -187,6 +187,9 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     training = json.loads((out / "analysis/training.json").read_text())["runs"]
     assert set(training) == {"grpo", "ktr"}
     assert training["ktr"]["compared_with"] == "grpo" and training["ktr"]["batches"] == cfg["train"]["max_steps"]
+    # the accuracy reward per question source, from the per-step logs of the trainer
+    assert set(training["ktr"]["by_source"]) == {"appearance", "temporal", "counting"}
+    assert all(q["steps"] > 0 for q in training["ktr"]["by_source"].values())
     assert metrics["rollouts"][0] == json.loads((out / "train/grpo/metrics.json").read_text())["rollouts"][0]
     # every table and figure of the grid, and the HTML report with each of them
     for name in cfg["tables"]["rows"]:

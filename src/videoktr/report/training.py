@@ -20,15 +20,14 @@ from videoktr.rl.rewards import BY_SOURCE
 REWARD = "rewards/accuracy/mean"
 
 
-
-
 def step_rewards(metrics: dict, key: str = REWARD) -> list[float]:
     return [h[key] for h in metrics.get("log_history", []) if h.get(key) is not None]
 
 
 def source_quarters(metrics: dict) -> dict:
     """reward_quarters per question source, over the steps in which that source was asked."""
-    sources = sorted({k[len(BY_SOURCE):] for h in metrics.get("log_history", []) for k in h if k.startswith(BY_SOURCE)})
+    sources = sorted({k[len(BY_SOURCE):] for h in metrics.get("log_history", []) for k in h
+                      if k.startswith(BY_SOURCE)})
     return {s: reward_quarters(step_rewards(metrics, BY_SOURCE + s)) for s in sources}
 
 
