@@ -190,7 +190,8 @@ def test_cli_writes_csv_markdown_and_latex_labelled_honestly(tmp_path):
     assert tables.main(["table2", "--cfg", sections, "--summaries", *paths, "--reference", str(REFERENCE),
                         "--out", str(tmp_path / "t/table2")]) == 0
     csv = pd.read_csv(tmp_path / "t/table2.csv", index_col=0)
-    assert csv.loc["KTR-V", "tiny_temporal"] == pytest.approx(100 * accuracy("ktr_V", "tiny_temporal", 16), abs=0.005)
+    f = cfg["tables"]["frames"]
+    assert csv.loc["KTR-V", "tiny_temporal"] == pytest.approx(100 * accuracy("ktr_V", "tiny_temporal", f), abs=0.005)
     md = (tmp_path / "t/table2.md").read_text()
     assert md.startswith("# Table 2") and "tiny world" in md and "not the paper's model or benchmarks" in md
     assert "paper: the values printed in the paper" in md and "| KTR-VET" in md
@@ -359,7 +360,8 @@ def test_a_cell_with_error_rows_says_so(tmp_path):
     md = (tmp_path / "t/table2.md").read_text()
     row = next(x for x in md.splitlines() if x.startswith("| KTR-V "))
     assert "(3 err)" in row and sum("err)" in x for x in md.splitlines() if x.startswith("| ")) == 1
-    assert "evaluation errors" in md and "tiny_temporal at 16 frames: KTR-V (ktr_V) 3 of 48" in md
+    f = cfg["tables"]["frames"]
+    assert "evaluation errors" in md and f"tiny_temporal at {f} frames: KTR-V (ktr_V) 3 of 48" in md
     assert pd.read_csv(tmp_path / "t/table2.csv", index_col=0).loc["KTR-V", "tiny_temporal_errors"] == 3
     assert "(3 err)" in (tmp_path / "t/table2.tex").read_text()
 
@@ -375,7 +377,7 @@ def test_a_column_scored_on_different_question_sets_says_so(tmp_path):
     paths = write_summaries(tmp_path, grid.evaluations(cfg, "table2"), scores=True, edit=fewer)
     df = tables.build("table2", cfg, REFERENCE, summaries=paths)
     (line,) = [n for n in df.attrs["notes"] if "DIFFERENT QUESTION SETS" in n]
-    assert "tiny_counting at 16 frames" in line and "KTR-VET (ktr) [46 questions]" in line
+    assert f"tiny_counting at {cfg['tables']['frames']} frames" in line and "KTR-VET (ktr) [46 questions]" in line
     assert "GRPO (grpo)" in line and "tiny_temporal" not in line
     # a summary without `question_set` but with scores: the same digest from its ids, so no false alarm
     same = write_summaries(tmp_path / "same", grid.evaluations(cfg, "table2"), scores=True,
