@@ -72,10 +72,14 @@ def test_the_reward_per_question_source_is_summarised_over_the_steps_that_asked_
     key = "rewards/accuracy_by_source/"
     counting = [0.25, 0.5, 0.5, 0.5, 0.75, 0.75, 1.0, 1.0]
     shape = [0.5, 0.5, 0.25, None, 0.0, 0.25, 0.0, 0.0]
-    log = [{"rewards/accuracy/mean": 0.4 - 0.02 * i, f"{key}counting": c, f"{key}shape": s, f"{key}rare": 1.0} if i == 0
-           else {"rewards/accuracy/mean": 0.4 - 0.02 * i, f"{key}counting": c, **({f"{key}shape": s} if s is not None
-                                                                                   else {})}
-           for i, (c, s) in enumerate(zip(counting, shape))]
+    log = []
+    for i, (c, s) in enumerate(zip(counting, shape)):
+        step = {"rewards/accuracy/mean": 0.4 - 0.02 * i, f"{key}counting": c}
+        if s is not None:  # no shape question in step 4
+            step[f"{key}shape"] = s
+        if i == 0:  # a source asked in one step only
+            step[f"{key}rare"] = 1.0
+        log.append(step)
     summary = training_summary({"grpo": {"method": "grpo", "log_history": log}}, {"grpo": "sft"})
     row = summary["runs"]["grpo"]
     assert row["rise"] < 0
