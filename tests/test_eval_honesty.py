@@ -209,20 +209,50 @@ def test_evaluate_command_writes_the_new_summary_keys(tiny_model_dir, split, tmp
     records_path.write_text(json.dumps(recs[1:]))
     (tmp_path / "clean" / "eval_temporal.skipped.json").write_text(
         json.dumps([{"id": str(recs[0]["problem_id"]), "reason": "video cannot decode"}]))
-    pred, out = tmp_path / "eval" / "p.jsonl", tmp_path / "eval" / "p.summary.json"
+    pred, job, out = tmp_path / "eval" / "p.jsonl", tmp_path / "eval" / "job.json", tmp_path / "eval" / "p.summary.json"
     pred.parent.mkdir()
     # an old row of the dropped record, made by this model under these settings, must not count
     cfg = {"seed": 0, "video": VIDEO_CFG, "eval": {**EVAL, "backend": "transformers", "error_retries": 2}}
-    args = ["evaluate", "--cfg", json.dumps(cfg), "--model", str(tiny_model_dir), "--name", "m", "--benchmark",
-            "tiny_temporal", "--records", str(records_path), "--data-dir", str(data), "--frames", "4",
-            "--predictions", str(pred), "--out", str(out)]
+    plan = [{"benchmark": "tiny_temporal", "records": str(records_path), "data_dir": str(data),
+             "predictions": str(pred)}]
+    args = ["evaluate", "--cfg", json.dumps(cfg), "--model", str(tiny_model_dir), "--name", "m", "--frames", "4",
+            "--plan", json.dumps(plan), "--out", str(job)]
     with open(pred, "w") as f:
         f.write(json.dumps({"id": str(recs[0]["problem_id"]), "subtask": "x", "error": "video gone", "attempt": 1})
                 + "\n")
     assert main(args) == 0
+    # rule eval_summary: the benchmark's summary in a file of its own
+    assert main(["eval-summary", "--job", str(job), "--benchmark", "tiny_temporal", "--out", str(out)]) == 0
     s = json.loads(out.read_text())
+    assert json.loads(job.read_text()) == {"tiny_temporal": s}
     assert s["questions"] == N - 1 and s["dropped_rows"] == 1 and s["errors"] == 0
     assert s["skipped_ids"] == {str(recs[0]["problem_id"]): "video cannot decode"}
     assert s["question_set"] == question_set_digest(str(r["problem_id"]) for r in recs[1:])
     assert set(s["scores"]) == {str(r["problem_id"]) for r in recs[1:]}
     assert s["excluded"] == 0 and s["errors_to_retry"] == 0 and s["retried"] == 0
+
+
+def test_an_evaluation_job_evaluates_every_benchmark_it_can_and_names_the_one_it_cannot(tiny_model_dir, split,
+                                                                                         tmp_path, capsys):
+    """One job, two benchmarks (rule evaluate): a records file that cannot be read stops neither the model load nor
+    the other benchmark, whose predictions are kept; the job fails naming the bad one, and writes no job file."""
+    from videoktr.cli import main
+
+    recs, data = split
+    good = tmp_path / "eval_temporal.json"
+    good.write_text(json.dumps(recs))
+    bad = tmp_path / "eval_counting.json"
+    bad.write_text("{not json")
+    plan = [{"benchmark": b, "records": str(r), "data_dir": str(data), "predictions": str(tmp_path / f"{b}.jsonl")}
+            for b, r in (("tiny_counting", bad), ("tiny_temporal", good))]
+    cfg = {"seed": 0, "video": VIDEO_CFG, "eval": {**EVAL, "backend": "transformers"}}
+    job = tmp_path / "job.json"
+    assert main(["evaluate", "--cfg", json.dumps(cfg), "--model", str(tiny_model_dir), "--name", "m", "--frames", "4",
+                 "--plan", json.dumps(plan), "--out", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 benchmarks not evaluated: tiny_counting:" in err and str(bad) in err, err
+    assert len(read_predictions(tmp_path / "tiny_temporal.jsonl")) == N and not job.exists()
+    # asked for a benchmark the job does not hold, eval-summary names both
+    job.write_text(json.dumps({"tiny_temporal": {"accuracy": 0.5}}))
+    with pytest.raises(SystemExit, match="holds no summary of tiny_counting"):
+        main(["eval-summary", "--job", str(job), "--benchmark", "tiny_counting", "--out", str(tmp_path / "s.json")])

@@ -154,12 +154,15 @@ def test_the_paper_released_block_downloads_and_evaluates_and_trains_nothing(tmp
     cfg = validate(PAPER)
     jobs = dry_run_jobs(res.stdout + res.stderr)
     rules = {r for r, _ in jobs}
-    assert rules <= {"preflight", "released", "bench_records", "bench_media", "evaluate", "table"}, rules
+    assert rules <= {"preflight", "released", "bench_records", "bench_media", "evaluate", "eval_summary", "table"}, rules
     assert not rules & {"train", "sft", "filter_shard", "difficulty_filter", "hub_records", "hub_media", "world",
                         "prepare_split", "base_model"}
     assert sorted(w["released"] for r, w in jobs if r == "released") == sorted(cfg["released"])
-    evaluated = {(w["model"], w["benchmark"], int(w["frames"])) for r, w in jobs if r == "evaluate"}
+    evaluated = {(w["model"], w["benchmark"], int(w["frames"])) for r, w in jobs if r == "eval_summary"}
     assert evaluated == set(grid.evaluations(cfg, "table1_released"))
+    # one evaluation job per (checkpoint, frames): the model loaded once for its benchmarks
+    assert sorted((w["model"], int(w["frames"])) for r, w in jobs if r == "evaluate") == sorted(
+        {(m, f) for m, _, f in evaluated})
     assert [w for r, w in jobs if r == "table"] == [{"table": "table1_released"}]
 
 

@@ -154,7 +154,9 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
     from videoktr.report import grid
 
     assert {m for m, _, _ in grid.all_evaluations(cfg)} == {"sft", *cfg["runs"], *cfg["released"]}
-    assert counts["evaluate"] == len(grid.all_evaluations(cfg))
+    assert counts["eval_summary"] == len(grid.all_evaluations(cfg))
+    # one evaluation job (one vLLM start) per model and frame count
+    assert counts["evaluate"] == len(grid.evaluation_jobs(cfg)) == len({(m, f) for m, _, f in grid.all_evaluations(cfg)})
     # two SFT models: the 7B one (model) and Table 5's 3B (sft_models.qwen3b), each fetched once
     assert counts["sft"] == 2
     for rule in ("preflight", "world", "difficulty_filter", "cost_table", "attribution_semantics",
@@ -175,9 +177,9 @@ def test_whole_paper_dag_dry_runs(paper_dry_run):
     assert (counts["bench_records"], counts["bench_media"]) == (len(evaluated), len(video)) == (9, 5)
     jobs = dry_run_jobs(paper_dry_run.text)
     for job in (j for j in jobs if j["rule"] == "evaluate"):
-        bench = job["wildcards"]["benchmark"]
-        assert f"results/paper/data/benchmarks/{bench}/records.manifest.json" in job["input"], job
-        assert (f"results/paper/data/benchmarks/{bench}/media.manifest.json" in job["input"]) == (bench in video), job
+        for bench in job["wildcards"]["benchmarks"].split("+"):
+            assert f"results/paper/data/benchmarks/{bench}/records.manifest.json" in job["input"], job
+            assert (f"results/paper/data/benchmarks/{bench}/media.manifest.json" in job["input"]) == (bench in video), job
     # nothing long starts before the GPU preflight and the hub's answer: the downloads wait for both
     text = paper_dry_run.text
     for rule in ("hub_records", "hub_media", "sft", "bench_records", "bench_media"):

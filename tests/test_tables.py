@@ -80,6 +80,23 @@ def test_table1_and_table5_take_the_eval_benchmarks_and_their_frame_counts():
     assert {b for _, b, _ in grid.evaluations(cfg, "table3")} == {"tiny_image"}
 
 
+def test_one_evaluation_job_per_model_and_frame_count_holds_every_benchmark_all_needs_of_it():
+    for path in ("config/config.yaml", "config/paper.yaml"):
+        cfg = validate(yaml.safe_load((ROOT / path).read_text()))
+        jobs, need = grid.evaluation_jobs(cfg), grid.all_evaluations(cfg)
+        assert sorted((m, b, f) for (m, f), bs in jobs.items() for b in bs) == sorted(need)
+        assert all(list(bs) == sorted(bs) for bs in jobs.values())  # one name per set: the job's file name
+    cfg = config()
+    jobs = grid.evaluation_jobs(cfg)
+    # Table 3's visual-only run is read on the image benchmark too, at the ablation frame count only
+    assert jobs["ktr_V", cfg["tables"]["frames"]] == ("tiny_appearance", "tiny_counting", "tiny_image", "tiny_temporal")
+    assert ("ktr_V", 16) not in jobs
+    assert grid.evaluation_job(jobs, "ktr_V", "tiny_temporal", cfg["tables"]["frames"]) == jobs["ktr_V", 8]
+    # an evaluation `all` does not need (a summary asked for by its path) is a job of its own
+    assert grid.evaluation_job(jobs, "ktr_V", "tiny_temporal", 4) == ("tiny_temporal",)
+    assert grid.evaluation_job(jobs, "grpo", "tiny_image", 16) == ("tiny_image",)
+
+
 def test_every_target_of_both_configs_names_runs_that_exist():
     for path in ("config/config.yaml", "config/paper.yaml"):
         cfg = validate(yaml.safe_load((ROOT / path).read_text()))

@@ -32,14 +32,18 @@ def test_one_target_builds_only_what_it_needs(clean_dir):
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     out = snakemake("-n", "-F", "results/tiny/eval/ktr/tiny_temporal/f8.summary.json", cwd=clean_dir)
     assert out.returncode == 0, out.stderr
+    # the summary comes from its evaluation job, which scores ktr at 8 frames on every benchmark `all` needs of it:
+    # the three tiny splits are prepared (and the training split)
     assert job_counts(out.stdout + out.stderr) == {
-        "world": 1, "prepare_split": 2, "base_model": 1, "sft": 1, "filter_shard": cfg["filter"]["shards"],
-        "difficulty_filter": 1, "train": 1, "evaluate": 1}
+        "world": 1, "prepare_split": 1 + len(cfg["eval"]["benchmarks"]), "base_model": 1, "sft": 1, "filter_shard": cfg["filter"]["shards"],
+        "difficulty_filter": 1, "train": 1, "evaluate": 1, "eval_summary": 1}
     table = job_counts((lambda o: o.stdout + o.stderr)(snakemake("-n", "-F", "results/tiny/tables/table1.md",
                                                                  cwd=clean_dir)))
     rows = set(cfg["tables"]["rows"]["table1"].values())
     assert table["train"] == len(rows - {"sft"}) and "attribution_semantics" not in table
-    assert table["evaluate"] == len(rows) * len(cfg["eval"]["benchmarks"]) * len(cfg["eval"]["frames"])
+    # one summary per (row, benchmark, frames), from one evaluation job per (row, frames)
+    assert table["eval_summary"] == len(rows) * len(cfg["eval"]["benchmarks"]) * len(cfg["eval"]["frames"])
+    assert table["evaluate"] == len(rows) * len(cfg["eval"]["frames"])
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +78,18 @@ def test_an_ablation_target_builds_only_its_own_runs(target, clean_dir):
     path = f"results/tiny/{'tables' if target.startswith('table') else 'figures'}/{target}.{'md' if target.startswith('table') else 'png'}"
     jobs = dry_run_jobs(path, clean_dir)
     trained = {w["run"] for r, w in jobs if r == "train"}
-    evaluated = {(w["model"], w["benchmark"], int(w["frames"])) for r, w in jobs if r == "evaluate"}
+    evaluated = {(w["model"], w["benchmark"], int(w["frames"])) for r, w in jobs if r == "eval_summary"}
     assert trained == set(cfg["tables"]["rows"][target].values()) - {"sft"}
     assert evaluated == set(grid.evaluations(cfg, target))
+    # one evaluation job per row, each holding (at least) that row's benchmarks
+    eval_jobs = {(w["model"], int(w["frames"])): set(w["benchmarks"].split("+")) for r, w in jobs if r == "evaluate"}
+    assert set(eval_jobs) == {(m, f) for m, _, f in evaluated}
+    assert all(b in eval_jobs[m, f] for m, b, f in evaluated)
     # its rows at the ablation frame count only, and no other table or figure
     assert {f for *_, f in evaluated} == {cfg["tables"]["frames"]}
     rule = "table" if target.startswith("table") else "accuracy_figure"
     assert [(r, w) for r, w in jobs if r not in ("world", "prepare_split", "base_model", "sft", "filter_shard",
-                                                 "difficulty_filter", "train", "evaluate")] == [
+                                                 "difficulty_filter", "train", "evaluate", "eval_summary")] == [
         (rule, {"table" if rule == "table" else "fig": target})]
 
 

@@ -90,33 +90,72 @@ def _close_process_group():
 
 
 def cmd_evaluate(a, cfg):
-    """Evaluate, then summarize on the question set of the current records.  A records file `<split>.json` with a
-    `<split>.skipped.json` beside it (rule prepare_split) has its dropped records listed in the summary."""
-    from videoktr.eval.evaluate import DEFAULT_ERROR_RETRIES, evaluate_benchmark, read_skipped, summarize
+    """One model at one frame count on every benchmark of `--plan` (rule evaluate): the model is loaded once (on vLLM,
+    one engine start) for all of them. Each benchmark is evaluated, then summarized on the question set of its
+    current records; a records file `<split>.json` with a `<split>.skipped.json` beside it (rule prepare_split) has
+    its dropped records listed in the summary. `--out` holds {benchmark: summary}. A benchmark that cannot be read is
+    named and the others are still evaluated; the job then fails, their predictions kept for the rerun to resume."""
+    from videoktr.data.records import BadDataError
     from videoktr.eval.backends import BackendUnavailable, make_backend
+
+    try:
+        plan = json.loads(a.plan)
+        benchmarks = [item["benchmark"] for item in plan]
+    except (ValueError, TypeError, KeyError) as err:
+        raise SystemExit(f"videoktr evaluate: --plan is not a list of {{benchmark, records, data_dir, predictions}} "
+                         f"({err})") from None
+    try:
+        backend = make_backend(cfg["eval"]["backend"], a.model, seed=cfg["seed"], eval_cfg=cfg["eval"])
+    except BackendUnavailable as err:
+        raise SystemExit(f"videoktr evaluate: {err}") from None
+    summaries, failed = {}, {}
+    for item in plan:
+        try:
+            summaries[item["benchmark"]] = _evaluate_one(backend, item, a, cfg)
+        except (BadDataError, OSError) as err:
+            log.error("%s on %s at %d frames: %s", a.name, item["benchmark"], a.frames, err)
+            failed[item["benchmark"]] = str(err)
+    if failed:
+        raise BadDataError(f"{len(failed)} of {len(benchmarks)} benchmarks not evaluated: "
+                           + "; ".join(f"{b}: {err}" for b, err in failed.items())
+                           + " (the predictions made are kept; a rerun resumes them)")
+    _write_json(a.out, summaries)
+
+
+def _evaluate_one(backend, item: dict, a, cfg) -> dict:
+    from videoktr.data.records import BadDataError
+    from videoktr.eval.evaluate import DEFAULT_ERROR_RETRIES, evaluate_benchmark, read_skipped, summarize
     from videoktr.provenance import model_fingerprint
 
-    e = cfg["eval"]
-    Path(a.predictions).parent.mkdir(parents=True, exist_ok=True)
-    skipped_path = Path(a.records).with_suffix(".skipped.json") if Path(a.records).suffix == ".json" else None
+    e, bench, records, predictions = cfg["eval"], item["benchmark"], item["records"], item["predictions"]
+    Path(predictions).parent.mkdir(parents=True, exist_ok=True)
+    skipped_path = Path(records).with_suffix(".skipped.json") if Path(records).suffix == ".json" else None
     try:
         skipped = read_skipped(skipped_path)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise SystemExit(f"videoktr evaluate: cannot read {skipped_path} ({err})") from None
-    try:
-        backend = make_backend(e["backend"], a.model, seed=cfg["seed"], eval_cfg=e)
-    except BackendUnavailable as err:
-        raise SystemExit(f"videoktr evaluate: {err}") from None
-    qs = evaluate_benchmark(backend, a.benchmark, a.records, a.data_dir, a.predictions, frames=a.frames,
+        raise BadDataError(f"cannot read {skipped_path} ({err})") from None
+    qs = evaluate_benchmark(backend, bench, records, item["data_dir"], predictions, frames=a.frames,
                             video_cfg=cfg["video"], eval_cfg=e, model_key=model_fingerprint(a.model))
-    summary = summarize(a.predictions, model=a.name, benchmark=a.benchmark, frames=a.frames, backend=backend.name,
-                        protocol=(e.get("protocols") or {}).get(a.benchmark), ids=qs["ids"], skipped=skipped,
+    summary = summarize(predictions, model=a.name, benchmark=bench, frames=a.frames, backend=backend.name,
+                        protocol=(e.get("protocols") or {}).get(bench), ids=qs["ids"], skipped=skipped,
                         excluded=qs["excluded"], error_retries=int(e.get("error_retries", DEFAULT_ERROR_RETRIES)))
     log.info("%s on %s at %d frames: accuracy %.3f (%d questions, %d answered, %d errors: %d to be retried on the "
              "next run; %d from a retry; %d rows of dropped records left out, %d records skipped by the split's "
-             "check)", a.name, a.benchmark, a.frames, summary["accuracy"], summary["questions"], summary["answered"],
+             "check)", a.name, bench, a.frames, summary["accuracy"], summary["questions"], summary["answered"],
              summary["errors"], summary["errors_to_retry"], summary["retried"], summary["dropped_rows"],
              len(summary["skipped_ids"]))
+    return summary
+
+
+def cmd_eval_summary(a, cfg):
+    """One benchmark's summary out of the file of the evaluation job that made it (rule eval_summary)."""
+    try:
+        summaries = json.loads(Path(a.job).read_text())
+        summary = summaries[a.benchmark]
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"videoktr eval-summary: unreadable evaluation job file {a.job} ({err})") from None
+    except (KeyError, TypeError):
+        raise SystemExit(f"videoktr eval-summary: {a.job} holds no summary of {a.benchmark}") from None
     _write_json(a.out, summary)
 
 
@@ -317,7 +356,8 @@ def parser() -> argparse.ArgumentParser:
     add("build-model", cmd_build_model, "records", "out")
     add("sft", cmd_sft, "model", "records", "data_dir", "out")
     add("train", cmd_train, "name", "model", "records", "data_dir", "work_dir", "out", "metrics")
-    add("evaluate", cmd_evaluate, "model", "name", "benchmark", "records", "data_dir", "frames", "predictions", "out")
+    add("evaluate", cmd_evaluate, "model", "name", "frames", "plan", "out")
+    add("eval-summary", cmd_eval_summary, "job", "benchmark", "out")
     add("semantics", cmd_semantics, "token_log", "out")
     add("training-summary", cmd_training_summary, "run_metrics", "out")
     add("fetch", cmd_fetch, "what", "download_dir", "out", "manifest")

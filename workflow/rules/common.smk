@@ -77,17 +77,17 @@ def model_cfg(name, *sections):
     return json.dumps({**{s: config[s] for s in sections}, "model": SFT_MODELS[name]}, sort_keys=True)
 
 
-def eval_job_cfg(benchmark):
-    """What one evaluation reads: the grid's lists (models, benchmarks, frames) and the other benchmarks' protocols
-    and files stay out, so adding a model or a frame count does not rerun every evaluation."""
-    # eval.hub: only this benchmark's entry (what its download is); eval.mirror, eval.retries say how the hub is
+def eval_job_cfg(benchmarks):
+    """What one evaluation job reads: the grid's lists (models, benchmarks, frames) and the protocols and files of the
+    benchmarks it does not evaluate stay out, so adding a model or a frame count does not rerun every evaluation."""
+    # eval.hub: only its benchmarks' entries (what their downloads are); eval.mirror, eval.retries say how the hub is
     # reached, not what is evaluated: changing them reruns no evaluation
     e = {k: v for k, v in config["eval"].items()
          if k not in ("models", "benchmarks", "frames", "protocols", "files", "hub", "mirror", "retries")}
     for key in ("protocols", "files", "hub"):
-        mine = (config["eval"].get(key) or {}).get(benchmark)
-        if mine is not None:
-            e[key] = {benchmark: mine}
+        mine = {b: v for b, v in (config["eval"].get(key) or {}).items() if b in benchmarks and v is not None}
+        if mine:
+            e[key] = mine
     return json.dumps({"seed": config["seed"], "video": config["video"], "eval": e}, sort_keys=True)
 
 
@@ -164,6 +164,9 @@ TRAINING_SUMMARY = f"{OUT}/analysis/training.json"
 from videoktr.eval.benchmarks import BENCHMARKS, eval_paths, hub_dir as _bench_hub_dir
 
 BENCH_HUB = config["eval"].get("hub") or {}
+BENCHMARK_NAMES = "|".join(BENCHMARKS)  # a wildcard constraint
+# {(model, frames): benchmarks}: the evaluation jobs of `all`, one per model and frame count (rule evaluate)
+EVAL_JOBS = grid.evaluation_jobs(config)
 BENCH_HUB_MEDIA = [n for n, s in BENCH_HUB.items() if s.get("media") and BENCHMARKS[n].media]
 
 
@@ -177,3 +180,38 @@ def bench_hub_inputs(name):
         return []
     return [f"{_bench_hub_dir(name, OUT)}/records.manifest.json"] + (
         [f"{_bench_hub_dir(name, OUT)}/media.manifest.json"] if name in BENCH_HUB_MEDIA else [])
+
+
+# -- evaluation (eval.smk) --
+def benchmark_inputs(benchmark):
+    """The files evaluating `benchmark` reads: a benchmark of eval.hub, its download's manifests (rules bench_records,
+    bench_media: the files stay in their published layout under data/benchmarks/<name>/files/); a tiny split, its
+    records, the records prepare_split dropped (<split>.skipped.json, listed in the summary) and the clips' folder;
+    the others, the records file or folder and the media folder (image benchmarks embed their images)."""
+    if benchmark in BENCH_HUB:
+        return bench_hub_inputs(benchmark)
+    records, media = eval_paths(benchmark, config["eval"], out=OUT, world=WORLD)
+    if BENCHMARKS[benchmark].tiny_split:
+        return [records, os.path.splitext(records)[0] + ".skipped.json", VIDEOS]
+    return [records] + ([media] if BENCHMARKS[benchmark].media else [])
+
+
+def eval_job_inputs(wildcards):
+    """Rule evaluate's inputs besides the model: those of each of its benchmarks, each file once."""
+    return list(dict.fromkeys(f for b in wildcards.benchmarks.split("+") for f in benchmark_inputs(b)))
+
+
+def eval_plan(wildcards):
+    """JSON of what `videoktr evaluate` does per benchmark: where its records and media are, where its predictions go."""
+    plan = []
+    for b in wildcards.benchmarks.split("+"):
+        records, data_dir = eval_paths(b, config["eval"], out=OUT, world=WORLD)
+        plan.append({"benchmark": b, "records": records, "data_dir": data_dir,
+                     "predictions": f"{OUT}/eval/{wildcards.model}/{b}/f{wildcards.frames}.jsonl"})
+    return json.dumps(plan)
+
+
+def eval_job_file(wildcards):
+    """The file of the evaluation job that scores (model, benchmark, frames)."""
+    names = grid.evaluation_job(EVAL_JOBS, wildcards.model, wildcards.benchmark, wildcards.frames)
+    return f"{OUT}/eval/{wildcards.model}/f{wildcards.frames}.{'+'.join(names)}.json"

@@ -159,3 +159,19 @@ def all_evaluations(config: dict) -> set[tuple[str, str, int]]:
     for name in configured(config):
         need |= set(evaluations(config, name))
     return need
+
+
+def evaluation_jobs(config: dict) -> dict[tuple[str, int], tuple[str, ...]]:
+    """The evaluation jobs of `all` (rule evaluate): one per (model, frames), scoring every benchmark `all` needs of
+    that model at that frame count, so that the model is loaded (on the cluster: vLLM started) once for all of them."""
+    jobs: dict[tuple[str, int], set[str]] = {}
+    for m, b, f in all_evaluations(config):
+        jobs.setdefault((m, f), set()).add(b)
+    return {k: tuple(sorted(v)) for k, v in sorted(jobs.items())}
+
+
+def evaluation_job(jobs: dict, model: str, benchmark: str, frames: int) -> tuple[str, ...]:
+    """The benchmarks of the job that evaluates (model, benchmark, frames): its job in `jobs` (evaluation_jobs), or
+    the benchmark alone for an evaluation `all` does not need (a summary asked for by its path)."""
+    mine = jobs.get((model, int(frames)), ())
+    return mine if benchmark in mine else (benchmark,)
