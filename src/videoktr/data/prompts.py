@@ -131,3 +131,9 @@ def build_question(record: Mapping, *, stage: str = "train") -> str:
         question = problem + "Options:\n" + "".join(option + "\n" for option in options)
 
     return _TEMPLATES[stage].format(Question=question) + TYPE_TEMPLATE[problem_type]
+
+
+def source_of(record: dict) -> str:
+    """A record's question source as the reports name it: the last part of its `data_source` ("all" without one);
+    the tiny world's subtask, and the key of the per-source training reward."""
+    return str(record.get("data_source", "all")).split("/")[-1]

@@ -29,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from videoktr.data.model_inputs import load_frames, merge_video_stats
+from videoktr.data.prompts import source_of
 from videoktr.data.video import VideoError
 from videoktr.eval.answers import parse_solution
 from videoktr.eval.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_benchmark
@@ -54,7 +55,7 @@ def subtask(record: dict) -> str:
     """The record's subtask: its `subtask` field (set by the benchmark loaders), else data_source's last part."""
     if record.get("subtask") is not None:
         return str(record["subtask"])
-    return str(record.get("data_source", "all")).split("/")[-1]
+    return source_of(record)
 
 
 def _rid(record, index: int) -> str:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from videoktr.data.prompts import source_of
 from videoktr.eval.loaders import (
     BadRecord,
     Loaded,
@@ -59,13 +60,9 @@ def load_video_r1(records_path: Path, media_root: Path, *, name: str = "video-r1
                         lambda r: subtask(r) if subtask else r.get("subtask", "all"))
 
 
-def _tiny_subtask(record: dict) -> str:
-    return str(record.get("data_source", "all")).split("/")[-1]
-
-
 def load_tiny(records_path: Path, media_root: Path) -> Loaded:
     """The tiny world's eval_*.json: Video-R1 records, subtask = last part of data_source (as before)."""
-    return load_video_r1(records_path, media_root, name="tiny", subtask=_tiny_subtask)
+    return load_video_r1(records_path, media_root, name="tiny", subtask=source_of)
 
 
 def load_video_holmes(records_path: Path, media_root: Path) -> Loaded:

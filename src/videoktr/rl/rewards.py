@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from videoktr.data.prompts import source_of
 from videoktr.eval.answers import format_reward, score
 
 
@@ -28,7 +29,7 @@ class AccuracyReward:
         self.unparseable += sum(not s.parseable for s in scores)
         self.by_source = {}
         for source, s in zip(kwargs.get("data_source") or [], scores):
-            self.by_source.setdefault(str(source).split("/")[-1], []).append(s.accuracy)
+            self.by_source.setdefault(source_of({"data_source": source}), []).append(s.accuracy)
         return [s.accuracy for s in scores]
 
 
