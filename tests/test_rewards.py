@@ -422,3 +422,5 @@ def test_the_accuracy_reward_keeps_the_last_calls_rewards_per_question_source():
     assert done == [[1.0, 0.0, 1.0]] and reward.by_source == {"appearance": [1.0, 0.0], "counting": [1.0]}
     reward(None, ["<answer>A</answer>"], ["<answer>A</answer>"], ["multiple choice"])  # rows without a source
     assert reward.by_source == {}
+    reward(None, ["<answer>A</answer>"], ["<answer>A</answer>"], ["multiple choice"], data_source=[""])  # to_dataset's
+    assert reward.by_source == {}

@@ -29,7 +29,8 @@ class AccuracyReward:
         self.unparseable += sum(not s.parseable for s in scores)
         self.by_source = {}
         for source, s in zip(kwargs.get("data_source") or [], scores):
-            self.by_source.setdefault(source_of({"data_source": source}), []).append(s.accuracy)
+            if source:  # rl.run.to_dataset gives "" to a record without one
+                self.by_source.setdefault(source_of({"data_source": source}), []).append(s.accuracy)
         return [s.accuracy for s in scores]
 
 
