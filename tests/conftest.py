@@ -37,7 +37,7 @@ def tiny_model_dir(tmp_path_factory, world):
     records = json.loads((world / "train.json").read_text())
     texts = [t for r in records for t in (build_question(r), sft_target(r))]
     out = tmp_path_factory.mktemp("model")
-    build_tiny_model(out, texts, vocab_size=400, hidden_size=32, layers=1, heads=2, vision_hidden=32,
+    build_tiny_model(out, texts, vocab_size=400, hidden_size=32, layers=1, heads=1, vision_hidden=32,
                      vision_depth=1, min_pixels=3136, max_pixels=3136, seed=0)
     return out
 

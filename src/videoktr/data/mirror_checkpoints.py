@@ -82,7 +82,9 @@ def qwen_model(*, hidden_size: int, layers: int, heads: int, vision_hidden: int,
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    head_dim = hidden_size // heads
+    from videoktr.models.tiny import check_head_dim
+
+    head_dim = check_head_dim(hidden_size, heads, "mirror checkpoint")  # the rehearsal serves it with vLLM
     pairs = head_dim // 2
     hw = pairs * 3 // 8
     text_config = dict(

