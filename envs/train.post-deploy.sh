@@ -5,5 +5,5 @@
 set -euo pipefail
 python -m pip install --no-deps -e .
 # DeepSpeed (train.deepspeed, config/deepspeed/zero3.json) ships as a source package whose build imports torch: built
-# against the env's torch 2.14.0 (pip checked that the two resolve together), ops compiled at first use.
+# against the env's torch 2.13.0 (pip checked that the two resolve together), ops compiled at first use.
 python -m pip install --no-build-isolation deepspeed==0.19.8

@@ -369,7 +369,7 @@ def test_vllm_requests_pass_the_clip_as_one_video():
     video = np.zeros((4, 56, 56, 3), np.uint8)
     images = [np.zeros((56, 56, 3), np.uint8), np.ones((30, 40, 3), np.uint8)]
     req = vllm_requests(["v", "i", "j"], [video, images, images[:1]], fps=2.0)
-    frames, meta = req[0]["multi_modal_data"]["video"]  # vLLM 0.33 takes a Qwen2.5-VL video with its metadata
+    frames, meta = req[0]["multi_modal_data"]["video"]  # vLLM 0.32 takes a Qwen2.5-VL video with its metadata
     assert frames.shape == (4, 56, 56, 3) and req[0]["mm_processor_kwargs"] == {"fps": 2.0}
     assert meta == {"fps": 2.0, "duration": 2.0, "total_num_frames": 4, "frames_indices": [0, 1, 2, 3],
                     "video_backend": "opencv", "do_sample_frames": False}  # already sampled: not sampled again
@@ -396,7 +396,7 @@ def test_vllm_requests_parse_with_the_installed_vllm():
     reqs = vllm_requests(["v", "i"], [video, [image, image]], fps=2.0)
     schema = vllm.inputs.TextPrompt  # a TypedDict: its keys are the request's schema
     assert all(schema.__required_keys__ <= set(r) <= schema.__required_keys__ | schema.__optional_keys__ for r in reqs)
-    parser = Qwen2VLMultiModalDataParser(2, video_needs_metadata=True)  # as vLLM 0.33 builds it for Qwen2.5-VL
+    parser = Qwen2VLMultiModalDataParser(2, video_needs_metadata=True)  # as vLLM 0.32 builds it for Qwen2.5-VL
     items = parser.parse_mm_data(reqs[0]["multi_modal_data"])
     (video_items,) = [items[m] for m in items if m == "video"]
     (frames, meta), = [video_items.get(i) for i in range(video_items.get_count())]  # as the processor gets it

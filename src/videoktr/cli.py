@@ -139,6 +139,7 @@ def _evaluate_one(backend, item: dict, a, cfg) -> dict:
     summary = summarize(predictions, model=a.name, benchmark=bench, frames=a.frames, backend=backend.name,
                         protocol=(e.get("protocols") or {}).get(bench), ids=qs["ids"], skipped=skipped,
                         excluded=qs["excluded"], error_retries=int(e.get("error_retries", DEFAULT_ERROR_RETRIES)))
+    summary["engine"] = getattr(backend, "engine", None)  # what answered: backend, its version, device
     log.info("%s on %s at %d frames: accuracy %.3f (%d questions, %d answered, %d errors: %d to be retried on the "
              "next run; %d from a retry; %d rows of dropped records left out, %d records skipped by the split's "
              "check)", a.name, bench, a.frames, summary["accuracy"], summary["questions"], summary["answered"],

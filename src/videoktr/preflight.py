@@ -62,7 +62,7 @@ def problems(config: dict, *, cuda: bool | None = None) -> list[str]:
                          f"or set {key} to {'false' if key.endswith('use_vllm') else 'transformers'}")
         elif not vllm:
             found.append(f"{key} asks for vLLM, which is not installed here: run the workflow with "
-                         f"--software-deployment-method conda (envs/eval.yaml pins vllm 0.33.0 for the filter, "
+                         f"--software-deployment-method conda (envs/eval.yaml pins vllm 0.32.0 for the filter, "
                          f"evaluate and preflight rules), or set {key} to transformers")
     for key, t in trains.items():
         ds = t.get("deepspeed")

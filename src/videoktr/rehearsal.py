@@ -16,6 +16,8 @@ The checks (what the paper fixes, read from the runs, not from the config):
                     temperature, schedule, weight decay, grad-norm, KL estimator, pixel cap, ratio, signals, ...)
   targets           every table and figure of the paper is a target of the rehearsal, and its files exist
   bad_input         the corrupt clip is named and counted by the split check, and the broken zip in the manifest
+  engines           the filter and every evaluation sampled with the backend the config names (vLLM: its version),
+                    read from the filter rows and the summaries; also written as `engines` in rehearsal.json
 """
 
 from __future__ import annotations
@@ -198,6 +200,30 @@ def check_bad_input(out: Path) -> dict:
                    "questions_answered": answered})
 
 
+def engines(config: dict, out: Path) -> dict:
+    """What sampled in the filter and the evaluation, read from their outputs (each filter row and summary records
+    its backend's `engine`), beside what the config asked."""
+    def seen(rows):
+        got = {json.dumps(r["engine"], sort_keys=True) for r in rows if r.get("engine")}
+        return [json.loads(g) for g in sorted(got)]
+
+    filt = seen(r for p in sorted(out.glob("data/filtered/shards/*.jsonl")) if not p.name.endswith(".partial.jsonl")
+                for r in _jsonl(p))
+    ev = seen(json.loads(p.read_text()) for p in sorted(out.glob("eval/*/*/f*.summary.json")))
+    versions = sorted({e["version"] for e in filt + ev if e["backend"] == "vllm"})
+    one = lambda found: found[0]["backend"] if len({e["backend"] for e in found}) == 1 else found  # noqa: E731
+    return {"filter": {"backend": one(filt), "asked": config["filter"]["backend"], "seen": filt},
+            "evaluate": {"backend": one(ev), "asked": config["eval"]["backend"], "seen": ev},
+            "vllm_version": versions[0] if len(versions) == 1 else versions or None}
+
+
+def check_engines(config: dict, out: Path) -> dict:
+    e = engines(config, out)
+    ok = all(e[k]["backend"] == e[k]["asked"] for k in ("filter", "evaluate")) and (
+        "vllm" not in (e["filter"]["asked"], e["evaluate"]["asked"]) or isinstance(e["vllm_version"], str))
+    return _check("engines", ok, e)
+
+
 def run_checks(root: Path, config: dict) -> list[dict]:
     from videoktr.config import validate
 
@@ -207,7 +233,8 @@ def run_checks(root: Path, config: dict) -> list[dict]:
     for name, fn in [("video_input", lambda: check_video_input(config, out)),
                      ("holmes_unfiltered", lambda: [check_holmes_unfiltered(config, out)]),
                      ("trained_with", lambda: [check_trained_with(paper, out)]),
-                     ("targets", lambda: [check_targets(config, out)]), ("bad_input", lambda: [check_bad_input(out)])]:
+                     ("targets", lambda: [check_targets(config, out)]), ("bad_input", lambda: [check_bad_input(out)]),
+                     ("engines", lambda: [check_engines(config, out)])]:
         try:
             checks += fn()
         except (OSError, KeyError, ValueError) as e:  # a missing or unreadable output: the check fails, naming it
@@ -254,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                               "seconds": round(time.perf_counter() - start, 1),
                               "jobs": int(done[-1][0]) if done else 0, "jobs_planned": int(done[-1][1]) if done else 0}
     report["checks"] = run_checks(root, config)
+    report["engines"] = next((c["detail"] for c in report["checks"] if c["check"] == "engines" and c["ok"]), None)
     ok = all(c["ok"] for c in report["checks"]) and (a.check_only or report["workflow"]["returncode"] == 0)
     report["ok"] = ok
     out.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,9 @@ class TransformersBackend:
         self.seed = seed
         self.size = _size(self.processor.video_processor, min_pixels, max_pixels)
         self.image_size = _size(self.processor.image_processor, image_min_pixels or min_pixels, max_pixels)
+        import transformers
+
+        self.engine = {"backend": self.name, "version": transformers.__version__, "device": "cpu"}
 
     def encode(self, texts: list[str], visuals: list, fps: float):
         """Processor tensors for a left-padded batch of prompts with videos and/or images."""
@@ -170,6 +173,10 @@ class VLLMBackend:
             raise BackendUnavailable(engine_failure(e, key)) from e
         self.image_min_pixels = image_min_pixels
         self.key = key
+        from vllm.platforms import current_platform
+
+        # what ran, recorded in every summary and filter row: the rehearsal checks it (vLLM's CPU build says "cpu")
+        self.engine = {"backend": self.name, "version": vllm.__version__, "device": current_platform.device_type}
         self.last_video_stats = self.last_clip_stats = None
 
     def generate(self, texts: list[str], videos: list, *, fps: float, max_new_tokens: int, temperature: float,
@@ -221,7 +228,7 @@ def engine_failure(e: Exception, key: str) -> str:
 
 
 def vllm_video(frames, rate: float) -> tuple:
-    """A clip as vLLM's multi-modal data takes it: (frames [T, H, W, 3], metadata).  vLLM 0.33 parses Qwen2.5-VL
+    """A clip as vLLM's multi-modal data takes it: (frames [T, H, W, 3], metadata).  vLLM (0.32) parses Qwen2.5-VL
     videos with metadata only (else "Video metadata is required"); the frames are already sampled at `rate`, so
     they are marked as all of a `rate`-fps clip, not to be sampled again.  The processor takes the clip's seconds
     per temporal patch from the metadata's fps, as the transformers backend's `video_metadata` does."""

@@ -100,7 +100,8 @@ def run_filter(backend, records: list[dict], data_dir: Path, scores_path: Path, 
                 accuracy[r["problem_id"]] = acc
                 out.write(json.dumps({"problem_id": r["problem_id"], "accuracy": acc, "samples": samples,
                                       "context": context, "record": asked[r["problem_id"]],
-                                      "video_input": clip_stats[j]}) + "\n")
+                                      "video_input": clip_stats[j],
+                                      "engine": getattr(backend, "engine", None)}) + "\n")
             out.flush()
     total = merge_video_stats(seen)
     if total:  # the training pixel bounds at work: at most video.train_frames frames, video.max_pixels a frame
