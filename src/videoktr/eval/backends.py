@@ -143,7 +143,7 @@ class VLLMBackend:
                  max_pixels: int | None = None, image_min_pixels: int | None = None,
                  gpu_memory_utilization: float = 0.8, max_model_len: int = 16384,
                  tensor_parallel_size: int | None = None, max_images: int = 8, enforce_eager: bool = False,
-                 key: str = "eval"):
+                 dtype: str = "auto", key: str = "eval"):
         try:
             import vllm
         except ImportError:
@@ -158,6 +158,10 @@ class VLLMBackend:
         self.max_model_len = max_model_len
         self.video_token_id = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
         mm_kwargs = {k: int(v) for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        from vllm.platforms import current_platform
+
+        if current_platform.device_type == "cpu":  # the engine core's own refusal reaches us only as "see above"
+            check_cpu_memory(gpu_memory_utilization, key)
         try:
             self.llm = vllm.LLM(
                 model=str(model_dir),
@@ -167,13 +171,13 @@ class VLLMBackend:
                 limit_mm_per_prompt={"image": max_images, "video": 1},
                 mm_processor_kwargs=mm_kwargs or None,
                 enforce_eager=enforce_eager,
+                dtype=dtype,
                 seed=seed,
             )
         except (ValueError, RuntimeError, MemoryError) as e:
             raise BackendUnavailable(engine_failure(e, key)) from e
         self.image_min_pixels = image_min_pixels
         self.key = key
-        from vllm.platforms import current_platform
 
         # what ran, recorded in every summary and filter row: the rehearsal checks it (vLLM's CPU build says "cpu")
         self.engine = {"backend": self.name, "version": vllm.__version__, "device": current_platform.device_type}
@@ -190,8 +194,8 @@ class VLLMBackend:
         try:
             outputs = self.llm.generate(vllm_requests(texts, videos, fps, image_min_pixels=self.image_min_pixels),
                                         sampling_params=params, use_tqdm=False)
-        except ValueError as e:  # vLLM checks each prompt's length before it runs: name the key that bounds it
-            if "maximum model length" not in str(e):
+        except Exception as e:  # noqa: BLE001 - vLLM checks each prompt's length first: name the key that bounds it
+            if not any(m in str(e) for m in ("maximum model length", "maximum context length")):
                 raise
             raise ValueError(f"{' '.join(str(e).split())[:240]} (raise {self.key}.vllm.max_model_len, or fewer "
                              f"frames or pixels)") from None
@@ -216,6 +220,19 @@ def vllm_clip_stats(prompt_token_ids, video_token_id: int, frames: int, *, patch
                              temporal_patch_size=temporal_patch_size)
 
 
+def check_cpu_memory(share: float, key: str) -> None:
+    """vLLM's CPU build reserves `share` of the machine's RAM at start (weights, activations, KV cache) and refuses
+    when less is available; say so here, in one line, instead of its engine core's traceback."""
+    import psutil
+
+    mem = psutil.virtual_memory()
+    if share * mem.total > mem.available:
+        raise BackendUnavailable(f"vLLM could not reserve its memory: {key}.vllm.gpu_memory_utilization {share} of "
+                                 f"this machine's {mem.total / 2**30:.1f} GiB RAM is more than the "
+                                 f"{mem.available / 2**30:.1f} GiB available (on a CPU it is the share of RAM "
+                                 f"vLLM reserves): lower {key}.vllm.gpu_memory_utilization")
+
+
 def engine_failure(e: Exception, key: str) -> str:
     """One line for an engine that did not start, naming the key to change where the cause is known."""
     text = " ".join(str(e).split())
@@ -224,7 +241,8 @@ def engine_failure(e: Exception, key: str) -> str:
                 f"(on a CPU: the share of RAM for the KV cache) or lower {key}.vllm.max_model_len")
     if "head" in text.lower() and "size" in text.lower() or "head_dim" in text:
         return f"vLLM cannot serve this model ({text[:200]}): its attention head size is not supported on this device"
-    return f"vLLM's engine did not start: {type(e).__name__}: {text[:300]}"
+    return (f"vLLM's engine did not start ({type(e).__name__}: {text[:200]}); its engine core's log above says why "
+            f"(memory: {key}.vllm.gpu_memory_utilization, {key}.vllm.max_model_len)")
 
 
 def vllm_video(frames, rate: float) -> tuple:
