@@ -3,7 +3,6 @@
 import json
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
