@@ -19,9 +19,15 @@ from pathlib import Path
 log = logging.getLogger("videoktr")
 
 
-def _write_json(path, obj) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=1, default=str) + "\n")
+def _write_json(path, obj, keep_same: bool = False) -> None:
+    """`keep_same`: a file that already holds this very text is left as it is (its time too), so that a rerun which
+    reuses a result (a requeued `train` of a finished run) changes no file of results/."""
+    text = json.dumps(obj, indent=1, default=str) + "\n"
+    path = Path(path)
+    if keep_same and path.is_file() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def cmd_world(a, cfg):
@@ -75,7 +81,7 @@ def cmd_train(a, cfg):
         metrics = train_run(a.name, cfg["run"], a.model, load_json_records(a.records), a.data_dir, a.work_dir, a.out,
                             video_cfg=cfg["video"], seed=cfg["seed"])
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one writer
-            _write_json(a.metrics, metrics)
+            _write_json(a.metrics, metrics, keep_same=True)
     finally:
         _close_process_group()
 

@@ -24,12 +24,21 @@ def model_fingerprint(model_dir) -> str:
     Rewriting the model (a new SFT or RL run into the same folder) changes it; a killed job that resumes on the same
     model sees the same value. Stat-based, not a content hash: hashing a 7B checkpoint per evaluation job would cost
     more than the job's own start-up. Copying the folder without keeping times counts as a new model (conservative).
+
+    Hidden files and folders are not part of the model: Snakemake writes `.snakemake_timestamp` into a directory
+    output after its job ends, so counting it would make every finished run look rewritten (`defines_model`).
     """
     root = Path(model_dir)
     files = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and defines_model(p.relative_to(root))):
         st = os.stat(path)  # follows links: a re-linked download keeps the identity of its file
         files.append((str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
     if not files:
         raise FileNotFoundError(f"{root}: no model files")
     return digest(files)
+
+
+def defines_model(relative: Path) -> bool:
+    """Whether a file of a model folder (path relative to it) is the model's: its weights, config and processor files,
+    not what a workflow engine or a download tool adds (hidden names: .snakemake_timestamp, .cache/, .nfs*)."""
+    return not any(part.startswith(".") for part in Path(relative).parts)
