@@ -131,6 +131,7 @@ def cmd_evaluate(a, cfg):
 def _evaluate_one(backend, item: dict, a, cfg) -> dict:
     from videoktr.data.records import BadDataError
     from videoktr.eval.evaluate import DEFAULT_ERROR_RETRIES, evaluate_benchmark, read_skipped, summarize
+    from videoktr.jsonl import one_writer
     from videoktr.provenance import model_fingerprint
 
     e, bench, records, predictions = cfg["eval"], item["benchmark"], item["records"], item["predictions"]
@@ -140,11 +141,15 @@ def _evaluate_one(backend, item: dict, a, cfg) -> dict:
         skipped = read_skipped(skipped_path)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise BadDataError(f"cannot read {skipped_path} ({err})") from None
-    qs = evaluate_benchmark(backend, bench, records, item["data_dir"], predictions, frames=a.frames,
-                            video_cfg=cfg["video"], eval_cfg=e, model_key=model_fingerprint(a.model))
-    summary = summarize(predictions, model=a.name, benchmark=bench, frames=a.frames, backend=backend.name,
-                        protocol=(e.get("protocols") or {}).get(bench), ids=qs["ids"], skipped=skipped,
-                        excluded=qs["excluded"], error_retries=int(e.get("error_retries", DEFAULT_ERROR_RETRIES)))
+    # one writer per predictions file: another job of this model and frame count whose benchmark list holds this
+    # benchmark waits, then finds these rows
+    with one_writer(predictions, job=f"the evaluation job of {a.out}"):
+        qs = evaluate_benchmark(backend, bench, records, item["data_dir"], predictions, frames=a.frames,
+                                video_cfg=cfg["video"], eval_cfg=e, model_key=model_fingerprint(a.model))
+        summary = summarize(predictions, model=a.name, benchmark=bench, frames=a.frames, backend=backend.name,
+                            protocol=(e.get("protocols") or {}).get(bench), ids=qs["ids"], skipped=skipped,
+                            excluded=qs["excluded"],
+                            error_retries=int(e.get("error_retries", DEFAULT_ERROR_RETRIES)))
     log.info("%s on %s at %d frames: accuracy %.3f (%d questions, %d answered, %d errors: %d to be retried on the "
              "next run; %d from a retry; %d rows of dropped records left out, %d records skipped by the split's "
              "check)", a.name, bench, a.frames, summary["accuracy"], summary["questions"], summary["answered"],
