@@ -15,6 +15,17 @@ if not workflow.config_settings.configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# A second snakemake while one runs here: say what works before Snakemake suggests --rerun-incomplete (it checks for
+# incomplete outputs before it takes the lock). Not in a job step, which runs under the snakemake holding the lock.
+import sys
+
+from snakemake_interface_executor_plugins.settings import ExecMode
+from videoktr.workdir import lock_note
+
+if workflow.exec_mode == ExecMode.DEFAULT and (note := lock_note()):
+    print(note, file=sys.stderr)
+
+
 try:
     check_config_files(workflow.config_settings.configfiles or ["config/config.yaml"])  # a key given twice
     config = validate_config(config)

@@ -137,7 +137,7 @@ COST_EQUAL = ("optimizer_steps", "forward_flops", "world_size", "device", "unacc
               "forward")
 COST_MEASURED = ("train_seconds", "samples_per_second", "forward_latency_seconds", "peak_memory_bytes", "segments",
                  "per_segment")  # times and memory: measured, summed over the segments (checked above)
-TIMING = ("runtime", "per_second")  # log_history keys of wall time
+TIMING = ("runtime", "per_second", "step_time")  # log_history keys of wall time
 
 
 def same_as_uninterrupted(resumed: dict, expected: dict, killed_at: int) -> None:
