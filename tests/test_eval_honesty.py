@@ -334,8 +334,8 @@ def test_two_evaluation_jobs_started_together_write_one_row_per_question(tiny_mo
                 j.kill()
     texts = [log.read_text() for log in logs]
     assert all(j.returncode == 0 for j in jobs), texts
-    assert all(waiting in t and "waiting for it to finish" in t for t in texts), texts
     lines = shared.read_text().splitlines()
     assert sorted(json.loads(x)["id"] for x in lines) == sorted(str(r["problem_id"]) for r in recs)
+    assert all(waiting in t and "waiting for it to finish" in t for t in texts), texts
     first, second = (json.loads(p.read_text())["tiny_temporal"] for p in outs)
     assert first["scores"] == second["scores"] and first["questions"] == second["questions"] == N
