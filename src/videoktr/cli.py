@@ -30,12 +30,29 @@ def _write_json(path, obj, keep_same: bool = False) -> None:
     path.write_text(text)
 
 
+def _made_before(out, key: str, what: str) -> bool:
+    """A finished output of this very command and inputs, left in place (a requeued job, the command repeated):
+    logged and reused, not made again (videoktr.provenance.already_made)."""
+    from videoktr.provenance import already_made
+
+    if already_made(out, key):
+        log.info("%s in %s was made before from these settings and inputs and is as it was written: reusing it, "
+                 "not making it again", what, out)
+        return True
+    return False
+
+
 def cmd_world(a, cfg):
     from videoktr.data.world import generate_world
+    from videoktr.provenance import made_from, mark_made
 
+    key = made_from({"seed": cfg["seed"], "world": cfg["world"]})
+    if _made_before(a.out, key, "the world"):
+        return
     w = cfg["world"]
     summary = generate_world(a.out, seed=cfg["seed"], n_train=w["n_train"], n_eval=w["n_eval"], frames=w["frames"],
                              size=w["size"], fps=w["fps"])
+    mark_made(a.out, key)
     log.info("world: %s", json.dumps(summary))
 
 
@@ -56,11 +73,17 @@ def cmd_build_model(a, cfg):
     if cfg["model"]["source"] != "tiny":
         raise SystemExit("build-model builds the tiny model only (model.source: tiny); with model.source: hub the "
                          "SFT model is downloaded by `videoktr fetch` (rule sft)")
+    from videoktr.provenance import made_from, mark_made
+
+    key = made_from(cfg, a.records)
+    if _made_before(a.out, key, "the tiny model"):
+        return
     records = load_json_records(a.records)
     texts = [t for r in records for t in (build_question(r), build_question(r, stage="eval"), sft_target(r))]
     v = cfg["video"]
     summary = build_tiny_model(a.out, texts, **cfg["model"]["tiny"], min_pixels=v["min_pixels"],
                                max_pixels=v["max_pixels"], seed=cfg["seed"])
+    mark_made(a.out, key)
     log.info("tiny model: %s", summary)
 
 
@@ -68,9 +91,15 @@ def cmd_sft(a, cfg):
     from videoktr.data.records import load_json_records
     from videoktr.models.sft import train_sft
 
+    from videoktr.provenance import made_from, mark_made
+
+    key = made_from(cfg, a.model, a.records, a.data_dir)
+    if _made_before(a.out, key, "the SFT model"):
+        return
     metrics = train_sft(a.model, load_json_records(a.records), a.data_dir, a.out, video_cfg=cfg["video"],
                         sft_cfg=cfg["sft"], seed=cfg["seed"])
     _write_json(Path(a.out) / "sft_metrics.json", metrics)
+    mark_made(a.out, key)
 
 
 def cmd_train(a, cfg):
