@@ -47,6 +47,9 @@ def one_writer(path: Path, job: str = ""):
             log.warning("%s is being written by %s: waiting for it to finish (one writer per predictions file)",
                         path, holder)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:  # a file system without flock (Lustre mounted without -o flock): go on unlocked
+            log.warning("cannot lock %s (%s): this file system gives no locks, so keep to one evaluation job per "
+                        "model and frame count at a time", lock, err)
         me = job or " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]])
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{me} (pid {os.getpid()} on {socket.gethostname()}, since "
