@@ -1,7 +1,7 @@
 # videoktr: the Video-KTR study as one DAG.
 #   data -> SFT model -> difficulty filter -> RL runs (config `runs`) -> evaluation -> tables
 # The default config is the embedded tiny world (CPU, minutes); config/paper.yaml is the paper-scale study.
-from videoktr.config import ConfigError, validate as validate_config
+from videoktr.config import ConfigError, check_config_files, validate as validate_config
 
 
 # The tiny world only when no config file is given: the job steps a cluster executor spawns get the profile's config
@@ -15,7 +15,19 @@ if not workflow.config_settings.configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# A second snakemake while one runs here: say what works before Snakemake suggests --rerun-incomplete (it checks for
+# incomplete outputs before it takes the lock). Not in a job step, which runs under the snakemake holding the lock.
+import sys
+
+from snakemake_interface_executor_plugins.settings import ExecMode
+from videoktr.workdir import lock_note
+
+if workflow.exec_mode == ExecMode.DEFAULT and (note := lock_note()):
+    print(note, file=sys.stderr)
+
+
 try:
+    check_config_files(workflow.config_settings.configfiles or ["config/config.yaml"])  # a key given twice
     config = validate_config(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None

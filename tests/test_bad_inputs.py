@@ -87,6 +87,9 @@ CASES = {
     "summary a list": Case("summary", "[]", ("f8.summary.json", "not an object")),
     "summary without accuracy": Case("summary", '{"model": "m", "benchmark": "b", "frames": 8}',
                                      ("f8.summary.json", "no accuracy")),
+    "summary copied over another's": Case("summary", '{"model": "grpo", "benchmark": "b", "frames": 8, "accuracy": 0.5}',
+                                          ("f8.summary.json", "holds the summary of model 'grpo' on b at 8 frames",
+                                           "not of 'm' on b at 8 frames")),
     # a checkpoint cut off while it was written
     "checkpoint without state": Case("checkpoint", ("trainer_state.json", "delete"),
                                      ("checkpoint-2", "trainer_state.json missing")),

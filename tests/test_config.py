@@ -61,3 +61,20 @@ def test_a_new_kind_of_model_is_one_entry_of_model_names(monkeypatch):
         validate(cfg)
     monkeypatch.setitem(config_module.MODEL_NAMES, "released", lambda c: ["released_7b"])
     assert validate(cfg)["eval"]["models"] == ["sft", "released_7b"]
+
+
+def test_a_key_given_twice_is_refused_by_name(tmp_path):
+    """PyYAML and Snakemake's configfile keep the last of two equal keys silently; the config loader names it."""
+    from videoktr.config import check_config_files
+
+    text = open("config/config.yaml").read()
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text + "\ntrain:\n  lr: 1.0\n")  # a second top-level `train`
+    with pytest.raises(ConfigError, match=r"twice\.yaml: key 'train' given twice \(lines \d+ and \d+\)"):
+        load(twice)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("a:\n  b: 1\n  c: 2\n  b: 3\n")
+    with pytest.raises(ConfigError, match=r"key 'b' given twice \(lines 2 and 4\)"):
+        check_config_files([nested])
+    check_config_files(["config/config.yaml"])  # the shipped configs give each key once
+    check_config_files(["config/paper.yaml"])

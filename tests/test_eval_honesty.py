@@ -256,3 +256,86 @@ def test_an_evaluation_job_evaluates_every_benchmark_it_can_and_names_the_one_it
     job.write_text(json.dumps({"tiny_temporal": {"accuracy": 0.5}}))
     with pytest.raises(SystemExit, match="holds no summary of tiny_counting"):
         main(["eval-summary", "--job", str(job), "--benchmark", "tiny_counting", "--out", str(tmp_path / "s.json")])
+
+
+def test_a_question_out_of_retries_says_why_it_is_not_asked_again(backend, split, tmp_path, caplog):
+    """Its clip restored after every try failed: the error stays, and one line names the question, the setting and
+    what asks it again."""
+    import logging
+
+    recs, data = split
+    pred = tmp_path / "p.jsonl"
+    restore = _break(data, recs[:1])
+    for _ in range(2):  # error_retries 1: asked twice, both fail
+        _run(backend, recs, data, pred, error_retries=1)
+    restore()
+    caplog.set_level(logging.WARNING, logger="videoktr.eval.evaluate")
+    _run(backend, recs, data, pred, error_retries=1)
+    assert "error" in read_predictions(pred)[str(recs[0]["problem_id"])]
+    line = next(r.getMessage() for r in caplog.records if "keep their error rows" in r.getMessage())
+    assert f"failed all 2 tries (eval.error_retries: 1; {recs[0]['problem_id']})" in line
+    assert "raise eval.error_retries" in line and str(pred) in line
+
+
+def test_two_evaluation_jobs_started_together_write_one_row_per_question(tiny_model_dir, split, tmp_path):
+    """Two jobs of one model and frame count whose benchmark lists differ (f4.tiny_temporal.json and
+    f4.tiny_temporal+tiny_appearance.json) share tiny_temporal's predictions file. Started together while the file is
+    held: each says it waits, naming the file and its holder; then one writes at a time, and the file holds one row
+    per question (without the lock: two rows each)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    from conftest import ENV
+    from videoktr.jsonl import one_writer
+
+    recs, data = split
+    temporal = tmp_path / "eval_temporal.json"
+    temporal.write_text(json.dumps(recs))
+    shared = tmp_path / "eval/m/tiny_temporal/f4.jsonl"
+    item = {"benchmark": "tiny_temporal", "records": str(temporal), "data_dir": str(data), "predictions": str(shared)}
+    other = {**item, "benchmark": "tiny_appearance", "predictions": str(tmp_path / "eval/m/tiny_appearance/f4.jsonl")}
+    cfg = {"seed": 0, "video": VIDEO_CFG, "eval": {**EVAL, "backend": "transformers"}}
+    logs = [tmp_path / "job1.log", tmp_path / "job2.log"]
+    outs = [tmp_path / "f4.tiny_temporal.json", tmp_path / "f4.tiny_temporal+tiny_appearance.json"]
+
+    def start(plan, out, log):
+        return subprocess.Popen([str(Path(sys.executable).parent / "videoktr"), "evaluate", "--cfg", json.dumps(cfg),
+                                 "--model", str(tiny_model_dir), "--name", "m", "--frames", "4", "--plan",
+                                 json.dumps(plan), "--out", str(out)], env=ENV, stdout=open(log, "w"),
+                                stderr=subprocess.STDOUT)
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with one_writer(shared, job="a job of this test"):
+            held.set()
+            release.wait(600)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(60)
+    jobs = [start([item], outs[0], logs[0]), start([item, other], outs[1], logs[1])]
+    waiting = f"{shared} is being written by a job of this test"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and all(j.poll() is None for j in jobs) and \
+                not all(waiting in log.read_text() for log in logs):
+            time.sleep(0.5)
+        release.set()
+        for j in jobs:
+            j.wait(timeout=600)
+    finally:
+        release.set()
+        holder.join()
+        for j in jobs:
+            if j.poll() is None:
+                j.kill()
+    texts = [log.read_text() for log in logs]
+    assert all(j.returncode == 0 for j in jobs), texts
+    lines = shared.read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == sorted(str(r["problem_id"]) for r in recs)
+    assert all(waiting in t and "waiting for it to finish" in t for t in texts), texts
+    first, second = (json.loads(p.read_text())["tiny_temporal"] for p in outs)
+    assert first["scores"] == second["scores"] and first["questions"] == second["questions"] == N

@@ -176,6 +176,17 @@ def test_model_fingerprint_follows_the_files_not_the_folder(tiny_model_dir, tmp_
     for f in Path(tiny_model_dir).iterdir():  # as the hub rule links a download file by file
         (linked / f.name).symlink_to(f)
     assert model_fingerprint(tiny_model_dir) == model_fingerprint(copy) == model_fingerprint(linked)
+    # what a workflow engine or a download tool adds to a model folder after its job is no part of the model: every
+    # directory output the DAG reuses (models/<sft>, models/<run>, a fetched model) keeps its identity
+    (copy / ".snakemake_timestamp").write_text("")
+    (copy / ".cache/huggingface").mkdir(parents=True)
+    (copy / ".cache/huggingface/x.metadata").write_text("x")
+    assert model_fingerprint(copy) == model_fingerprint(tiny_model_dir)
+    config = copy / "config.json"
+    config.write_text(config.read_text() + " ")
+    assert model_fingerprint(copy) != model_fingerprint(tiny_model_dir)
+    shutil.rmtree(copy)
+    shutil.copytree(tiny_model_dir, copy)
     weights = next(copy.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert model_fingerprint(copy) != model_fingerprint(tiny_model_dir)

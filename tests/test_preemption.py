@@ -1,7 +1,8 @@
 """Preemption: SIGKILL the training process once a checkpoint exists, rerun the same command. The rerun resumes from
-the newest checkpoint and ends with the same number of optimizer steps and the same final loss as a run that was
-never interrupted (CPU, deterministic)."""
+the newest checkpoint and ends with the same metrics.json as a run that was never interrupted, field by field (CPU,
+deterministic); and the command run again on a finished run trains nothing and changes no file."""
 
+import hashlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from conftest import VIDEO_CFG
 
@@ -32,16 +34,47 @@ def final(metrics: dict) -> tuple:
     return metrics["global_step"], losses[-1]["step"], losses[-1]["loss"]
 
 
-def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(world, tiny_model_dir, tmp_path):
-    recs = json.loads((world / "train.json").read_text())[:8]
-    records = tmp_path / "train.json"
-    records.write_text(json.dumps(recs))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": ""}
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": ""}
 
-    whole = tmp_path / "whole"
-    res = subprocess.run(command(world, tiny_model_dir, whole, records), env=env, capture_output=True, text=True,
+
+@pytest.fixture(scope="module")
+def uninterrupted(world, tiny_model_dir, tmp_path_factory):
+    """The rule's command run once to its end: (its records file, its folder: model/, metrics.json, w/)."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    records = tmp / "train.json"
+    records.write_text(json.dumps(json.loads((world / "train.json").read_text())[:8]))
+    whole = tmp / "whole"
+    res = subprocess.run(command(world, tiny_model_dir, whole, records), env=ENV, capture_output=True, text=True,
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
+    return records, whole
+
+
+def files_of(folder: Path) -> dict:
+    """Every file under `folder`: its bytes' digest and modification time."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_rules_command_on_a_finished_run_trains_nothing_and_changes_no_file(world, tiny_model_dir,
+                                                                                 uninterrupted):
+    """A requeued or repeated `train` job: Snakemake has written its marker into the model folder (a directory
+    output) after the job; the command run again recognises the finished run by its model files, takes no step, and
+    leaves every file (model, metrics.json, work dir) as it was, byte for byte and time for time."""
+    records, whole = uninterrupted
+    (whole / "model/.snakemake_timestamp").write_text("")  # what Snakemake adds to a directory output
+    before = files_of(whole)
+    res = subprocess.run(command(world, tiny_model_dir, whole, records), env=ENV, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "reusing it, not training again" in res.stderr, res.stderr[-3000:]
+    assert "training afresh" not in res.stderr and "resuming" not in res.stderr
+    assert files_of(whole) == before
+
+
+def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(world, tiny_model_dir, tmp_path, uninterrupted):
+    records, whole = uninterrupted
+    env = ENV
     expected = json.loads((whole / "metrics.json").read_text())
 
     cut = tmp_path / "cut"
@@ -78,6 +111,8 @@ def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(world, tiny_mode
     # The tiny random model earns no reward, so its loss is 0.0 at every step and the line above compares little;
     # what the resumed steps logged besides (completion lengths, entropies, KTR selection shares: all set by the
     # restored RNG state and weights) must equal the uninterrupted run's, step by step.
+    same_as_uninterrupted(resumed, expected, killed_at)
+
     def logged(metrics):
         skip = ("runtime", "per_second", "time", "grad_norm")
         return {h["step"]: {k: v for k, v in h.items() if isinstance(v, (int, float)) and not any(x in k for x in skip)}
@@ -91,3 +126,36 @@ def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(world, tiny_mode
         log = pd.read_parquet(work / "w/token_log")
         return log[log["step"] >= killed_at].sort_values(["step", "sample_id", "position"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(tokens(cut), tokens(whole))
+
+
+# How each metrics.json field of a resumed run compares with the uninterrupted run's. A new field must be added here,
+# so that none can cover the last segment only unnoticed.
+EQUAL = ("run", "method", "global_step", "trained_with", "scored_answers", "unparseable_answers", "video_input",
+         "rollouts", "counted_from_step")
+BY_DESIGN = ("resumed_from", "segments")  # what says it was resumed (checked above)
+COST_EQUAL = ("optimizer_steps", "forward_flops", "world_size", "device", "unaccounted_steps", "peak_memory_kind",
+              "forward")
+COST_MEASURED = ("train_seconds", "samples_per_second", "forward_latency_seconds", "peak_memory_bytes", "segments",
+                 "per_segment")  # times and memory: measured, summed over the segments (checked above)
+TIMING = ("runtime", "per_second", "step_time")  # log_history keys of wall time
+
+
+def same_as_uninterrupted(resumed: dict, expected: dict, killed_at: int) -> None:
+    assert set(resumed) == set(expected) == {*EQUAL, *BY_DESIGN, "cost", "log_history", "train_loss"}
+    for key in EQUAL:
+        assert resumed[key] == expected[key], key
+    assert resumed["counted_from_step"] == 0 and len(resumed["rollouts"]) == resumed["global_step"]
+    assert resumed["video_input"]["clips"] == expected["video_input"]["clips"] > 0
+    assert resumed["scored_answers"] == resumed["global_step"] * TRAIN["per_device_batch_size"]
+    assert set(resumed["cost"]) == {*COST_EQUAL, *COST_MEASURED}
+    for key in COST_EQUAL:
+        assert resumed["cost"][key] == expected["cost"][key], f"cost.{key}"
+    assert resumed["train_loss"] == expected["train_loss"] or abs(resumed["train_loss"] - expected["train_loss"]) < 1e-9
+
+    def untimed(history):
+        return [{k: v for k, v in h.items() if not any(t in k for t in TIMING)} for h in history]
+    got, want = untimed(resumed["log_history"]), untimed(expected["log_history"])
+    assert len(got) == len(want)
+    diff = [(i, k, g.get(k), w.get(k)) for i, (g, w) in enumerate(zip(got, want)) for k in set(g) | set(w)
+            if g.get(k) != w.get(k)]
+    assert not diff, diff

@@ -154,6 +154,32 @@ def test_a_missing_summary_is_an_error_naming_it(tmp_path):
         tables.build("table2", cfg, REFERENCE, summaries=[p for p in paths if "/ktr_E/" not in p])
 
 
+def test_a_summary_copied_over_another_runs_names_the_file_and_the_model_it_holds(tmp_path):
+    """The probe: eval/ktr/... overwritten by grpo's summary. The table stops naming the file and what it holds, not
+    with 'no evaluation summary for run ktr'."""
+    import shutil
+
+    cfg = config()
+    paths = write_summaries(tmp_path, grid.evaluations(cfg, "table2"))
+    ktr = next(p for p in paths if "/ktr/" in p)
+    shutil.copy(ktr.replace("/ktr/", "/grpo/"), ktr)
+    bench, frames = ktr.split("/")[-2], int(ktr.split("/")[-1][1:].split(".")[0])
+    with pytest.raises(SystemExit) as e:
+        tables.build("table2", cfg, REFERENCE, summaries=paths)
+    assert str(e.value) == (f"{ktr}: holds the summary of model 'grpo' on {bench} at {frames} frames, not of 'ktr' on "
+                            f"{bench} at {frames} frames as its path says (copied over another?); delete it and "
+                            f"rerun the workflow to write it again")
+    # summaries read from elsewhere than their rule's paths: the missing run's message lists what was there
+    from videoktr.report.summaries import load_summaries, summary_of
+
+    loose = tmp_path / "loose.json"
+    shutil.copy(ktr, loose)
+    with pytest.raises(SystemExit, match=rf"no evaluation summary for run 'ktr' on {bench} at {frames} frames among "
+                                         rf"the inputs \(those of {bench} at {frames} frames: .*loose.json holds "
+                                         rf"model 'grpo'\)"):
+        summary_of(load_summaries([loose]), "ktr", bench, frames)
+
+
 def test_table1_rows_are_method_and_frame_count_ours_and_the_papers(tmp_path):
     cfg = config()
     df = tables.build("table1", cfg, REFERENCE, summaries=write_summaries(tmp_path, grid.evaluations(cfg, "table1")))

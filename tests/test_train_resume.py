@@ -91,6 +91,10 @@ def test_a_resumed_run_restores_its_weights_and_counts_every_segment(world, tiny
     assert cost["forward_flops"] > 0  # the run's step 2, measured in the second segment
     assert cost["samples_per_second"] == pytest.approx(3 * TRAIN["per_device_batch_size"] / cost["train_seconds"])
     assert [h["step"] for h in resumed["log_history"] if "loss" in h] == [1, 2, 3]
+    # answers, clips and rollouts over both segments, not the last one's only
+    batch = TRAIN["per_device_batch_size"]
+    assert resumed["counted_from_step"] == 0 and len(resumed["rollouts"]) == 3
+    assert resumed["scored_answers"] == 3 * batch and resumed["video_input"]["clips"] == 3 * batch
     # a rerun now reuses the finished run
     assert _train(world, tiny_model_dir, tmp_path)["cost"] == cost
 
@@ -140,6 +144,9 @@ def test_a_run_stopped_after_its_last_checkpoint_takes_no_step_more(world, tiny_
     assert done["resumed_from"] == ["checkpoint-2"] and done["segments"] == 1
     assert done["cost"]["optimizer_steps"] == 2 and done["cost"]["forward_flops"] > 0
     assert done["train_loss"] is not None and [h["step"] for h in done["log_history"] if "loss" in h] == [1, 2]
+    # the counts of the checkpoint's steps, though this invocation sampled nothing
+    assert len(done["rollouts"]) == 2 and done["scored_answers"] == 2 * TRAIN["per_device_batch_size"]
+    assert done["video_input"]["clips"] == 2 * TRAIN["per_device_batch_size"] and done["counted_from_step"] == 0
     out = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "out", dtype=torch.float32).state_dict()
     assert all(torch.equal(out[k], saved[k]) for k in saved)
 
@@ -153,8 +160,11 @@ def test_a_checkpoint_without_saved_segments_resumes_and_says_what_its_cost_miss
     state_file = tmp_path / "w/checkpoints/checkpoint-1/trainer_state.json"
     state = json.loads(state_file.read_text())
     del state["stateful_callbacks"]["CostMeter"]
+    del state["stateful_callbacks"]["RunTally"]
     state_file.write_text(json.dumps(state))
     resumed = _train(world, tiny_model_dir, tmp_path, run=run)
     assert resumed["global_step"] == 2 and resumed["resumed_from"] == ["checkpoint-1"] and resumed["segments"] == 1
     assert resumed["cost"]["optimizer_steps"] == 1 and resumed["cost"]["unaccounted_steps"] == 1
+    # the counts begin after the checkpoint, and say so
+    assert resumed["counted_from_step"] == 1 and len(resumed["rollouts"]) == 1
     assert checkpoint_problem(tmp_path / "w/checkpoints/checkpoint-2") is None

@@ -42,6 +42,33 @@ def test_each_run_is_compared_with_the_grpo_run_of_its_own_model_and_resumed_run
     assert runs["ktr_small"]["compared_with"] == "grpo_small" and runs["ktr_small"]["rollouts_differ_from_batch"] == 2
     assert "compared_with" not in runs["grpo"] and "compared_with" not in runs["ktr_resumed"]
     assert runs["ktr"]["rise"] == 1.0 and runs["grpo_small"]["rise"] == 0.0
+    # every run that is not compared says why, in the file
+    assert "last segment only" in runs["ktr_resumed"]["rollouts_not_compared"]
+    assert "reference" in runs["grpo"]["rollouts_not_compared"]
+    assert all(("compared_with" in r) != ("rollouts_not_compared" in r) for r in runs.values())
+
+
+def test_a_resumed_run_counted_over_every_segment_is_compared_and_a_gap_is_named(caplog):
+    """metrics.json of a resumed run now holds every segment's digests (counted_from_step 0): it is compared like any
+    other; digests that begin after a step, a run without digests, or no reference run are each named."""
+    m = {
+        "grpo": {"method": "grpo", "rollouts": ["a", "b", "c", "d"], "resumed_from": ["checkpoint-2"],
+                 "counted_from_step": 0},
+        "ktr": {"method": "ktr", "rollouts": ["a", "b", "x", "y"], "resumed_from": ["checkpoint-1"],
+                "counted_from_step": 0},
+        "tgrpo": {"method": "tgrpo", "rollouts": ["c", "d"], "resumed_from": ["checkpoint-2"],
+                  "counted_from_step": 2},
+        "twgrpo": {"method": "twgrpo"},
+        "ktr_small": {"method": "ktr", "rollouts": ["s", "t"]},
+    }
+    start = {"grpo": "sft", "ktr": "sft", "tgrpo": "sft", "twgrpo": "sft", "ktr_small": "small"}
+    runs = training_summary(m, start)["runs"]
+    assert runs["ktr"]["compared_with"] == "grpo" and runs["ktr"]["rollouts_differ_from_batch"] == 3
+    assert runs["tgrpo"]["rollouts_not_compared"] == \
+        "tgrpo's digests begin after step 2 (resumed from a checkpoint saved without them)"
+    assert runs["twgrpo"]["rollouts_not_compared"] == "twgrpo recorded no rollout digests"
+    assert runs["ktr_small"]["rollouts_not_compared"] == "no grpo run starts from 'small' as ktr_small does"
+    assert caplog.text.count("not compared") == 3
 
 
 def test_the_command_reads_each_runs_training_log_and_train_keeps_one_metrics_path(tmp_path):

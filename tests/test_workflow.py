@@ -143,6 +143,41 @@ def test_config_typo_stops_with_the_key_named():
     assert out.returncode != 0 and "unknown key 'trian'" in out.stdout + out.stderr
 
 
+def test_a_config_file_giving_a_key_twice_stops_with_the_key_named(tmp_path, clean_dir):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text((ROOT / "config/config.yaml").read_text() + "\nseed: 7\n")
+    out = snakemake("-n", "all", "--configfile", str(dup), cwd=clean_dir)
+    assert out.returncode != 0 and "dup.yaml: key 'seed' given twice" in out.stdout + out.stderr, out.stderr[-2000:]
+
+
+def test_a_second_snakemake_while_one_runs_says_what_works(tmp_path):
+    """Snakemake checks for incomplete outputs before it takes the lock: a second run while one runs would suggest
+    --rerun-incomplete, which fails on the lock. The Snakefile says first that one runs (its pid), and once a killed
+    run left its lock, to unlock."""
+    import signal
+    import time
+
+    from conftest import workdir
+
+    wd = workdir(tmp_path)
+    (wd / "sleeper.smk").write_text('rule sleep:\n    output: "slept"\n    shell: "sleep 120 && touch {output}"\n')
+    holder = subprocess.Popen([f"{BIN}/snakemake", "-s", "sleeper.smk", "-c1"], cwd=wd, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((wd / ".snakemake/locks").glob("*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        out = snakemake("-n", "results/tiny/data/clean/train.json", cwd=wd)
+        text = out.stdout + out.stderr
+        assert f"another snakemake (pid {holder.pid}) runs in this work dir and holds its lock" in text, text[-3000:]
+        assert "wait for it to end" in text
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # the group this test started: snakemake and its job's shell
+        holder.wait()
+    out = snakemake("-n", "results/tiny/data/clean/train.json", cwd=wd)
+    assert "no snakemake runs in this work dir" in out.stderr and "`snakemake --unlock`" in out.stderr, out.stderr
+
+
 @pytest.mark.slow
 def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     from snakemake.api import SnakemakeApi

@@ -19,17 +19,40 @@ from pathlib import Path
 log = logging.getLogger("videoktr")
 
 
-def _write_json(path, obj) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=1, default=str) + "\n")
+def _write_json(path, obj, keep_same: bool = False) -> None:
+    """`keep_same`: a file that already holds this very text is left as it is (its time too), so that a rerun which
+    reuses a result (a requeued `train` of a finished run) changes no file of results/."""
+    text = json.dumps(obj, indent=1, default=str) + "\n"
+    path = Path(path)
+    if keep_same and path.is_file() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _made_before(out, key: str, what: str) -> bool:
+    """A finished output of this very command and inputs, left in place (a requeued job, the command repeated):
+    logged and reused, not made again (videoktr.provenance.already_made)."""
+    from videoktr.provenance import already_made
+
+    if already_made(out, key):
+        log.info("%s in %s was made before from these settings and inputs and is as it was written: reusing it, "
+                 "not making it again", what, out)
+        return True
+    return False
 
 
 def cmd_world(a, cfg):
     from videoktr.data.world import generate_world
+    from videoktr.provenance import made_from, mark_made
 
+    key = made_from({"seed": cfg["seed"], "world": cfg["world"]})
+    if _made_before(a.out, key, "the world"):
+        return
     w = cfg["world"]
     summary = generate_world(a.out, seed=cfg["seed"], n_train=w["n_train"], n_eval=w["n_eval"], frames=w["frames"],
                              size=w["size"], fps=w["fps"])
+    mark_made(a.out, key)
     log.info("world: %s", json.dumps(summary))
 
 
@@ -50,11 +73,17 @@ def cmd_build_model(a, cfg):
     if cfg["model"]["source"] != "tiny":
         raise SystemExit("build-model builds the tiny model only (model.source: tiny); with model.source: hub the "
                          "SFT model is downloaded by `videoktr fetch` (rule sft)")
+    from videoktr.provenance import made_from, mark_made
+
+    key = made_from(cfg, a.records)
+    if _made_before(a.out, key, "the tiny model"):
+        return
     records = load_json_records(a.records)
     texts = [t for r in records for t in (build_question(r), build_question(r, stage="eval"), sft_target(r))]
     v = cfg["video"]
     summary = build_tiny_model(a.out, texts, **cfg["model"]["tiny"], min_pixels=v["min_pixels"],
                                max_pixels=v["max_pixels"], seed=cfg["seed"])
+    mark_made(a.out, key)
     log.info("tiny model: %s", summary)
 
 
@@ -62,9 +91,15 @@ def cmd_sft(a, cfg):
     from videoktr.data.records import load_json_records
     from videoktr.models.sft import train_sft
 
+    from videoktr.provenance import made_from, mark_made
+
+    key = made_from(cfg, a.model, a.records, a.data_dir)
+    if _made_before(a.out, key, "the SFT model"):
+        return
     metrics = train_sft(a.model, load_json_records(a.records), a.data_dir, a.out, video_cfg=cfg["video"],
                         sft_cfg=cfg["sft"], seed=cfg["seed"])
     _write_json(Path(a.out) / "sft_metrics.json", metrics)
+    mark_made(a.out, key)
 
 
 def cmd_train(a, cfg):
@@ -75,7 +110,7 @@ def cmd_train(a, cfg):
         metrics = train_run(a.name, cfg["run"], a.model, load_json_records(a.records), a.data_dir, a.work_dir, a.out,
                             video_cfg=cfg["video"], seed=cfg["seed"])
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one writer
-            _write_json(a.metrics, metrics)
+            _write_json(a.metrics, metrics, keep_same=True)
     finally:
         _close_process_group()
 
@@ -125,6 +160,7 @@ def cmd_evaluate(a, cfg):
 def _evaluate_one(backend, item: dict, a, cfg) -> dict:
     from videoktr.data.records import BadDataError
     from videoktr.eval.evaluate import DEFAULT_ERROR_RETRIES, evaluate_benchmark, read_skipped, summarize
+    from videoktr.jsonl import one_writer
     from videoktr.provenance import model_fingerprint
 
     e, bench, records, predictions = cfg["eval"], item["benchmark"], item["records"], item["predictions"]
@@ -134,11 +170,15 @@ def _evaluate_one(backend, item: dict, a, cfg) -> dict:
         skipped = read_skipped(skipped_path)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise BadDataError(f"cannot read {skipped_path} ({err})") from None
-    qs = evaluate_benchmark(backend, bench, records, item["data_dir"], predictions, frames=a.frames,
-                            video_cfg=cfg["video"], eval_cfg=e, model_key=model_fingerprint(a.model))
-    summary = summarize(predictions, model=a.name, benchmark=bench, frames=a.frames, backend=backend.name,
-                        protocol=(e.get("protocols") or {}).get(bench), ids=qs["ids"], skipped=skipped,
-                        excluded=qs["excluded"], error_retries=int(e.get("error_retries", DEFAULT_ERROR_RETRIES)))
+    # one writer per predictions file: another job of this model and frame count whose benchmark list holds this
+    # benchmark waits, then finds these rows
+    with one_writer(predictions, job=f"the evaluation job of {a.out}"):
+        qs = evaluate_benchmark(backend, bench, records, item["data_dir"], predictions, frames=a.frames,
+                                video_cfg=cfg["video"], eval_cfg=e, model_key=model_fingerprint(a.model))
+        summary = summarize(predictions, model=a.name, benchmark=bench, frames=a.frames, backend=backend.name,
+                            protocol=(e.get("protocols") or {}).get(bench), ids=qs["ids"], skipped=skipped,
+                            excluded=qs["excluded"],
+                            error_retries=int(e.get("error_retries", DEFAULT_ERROR_RETRIES)))
     summary["engine"] = getattr(backend, "engine", None)  # what answered: backend, its version, device
     log.info("%s on %s at %d frames: accuracy %.3f (%d questions, %d answered, %d errors: %d to be retried on the "
              "next run; %d from a retry; %d rows of dropped records left out, %d records skipped by the split's "

@@ -203,8 +203,39 @@ def sft_models(config: dict) -> dict[str, dict]:
     return {"sft": config["model"], **config.get("sft_models", {})}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML, and Snakemake's configfile, keep the
+    last silently: a pasted block would override a setting with no word)."""
+
+
+def _mapping_once(loader, node, deep=False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"{node.start_mark.name}: key {key!r} given twice (lines {seen[key] + 1} and "
+                              f"{key_node.start_mark.line + 1}): keep one")
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_once)
+
+
+def read_yaml(path: Path):
+    """A YAML file, each key at most once per mapping (ConfigError naming the file, the key and its lines)."""
+    with open(path) as f:
+        return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def check_config_files(paths) -> None:
+    """The Snakefile's config files (Snakemake reads them itself, last key winning): a key given twice stops the run."""
+    for path in paths:
+        read_yaml(path)
+
+
 def load(path: Path) -> dict:
-    return validate(yaml.safe_load(Path(path).read_text()))
+    return validate(read_yaml(path))
 
 
 def schema_defaults(*path: str, schema_path: Path = SCHEMA) -> dict:

@@ -1,12 +1,66 @@
-"""Append-only JSONL that survives a kill: a torn last line (a write cut short) is dropped on resume."""
+"""Append-only JSONL that survives a kill: a torn last line (a write cut short) is dropped on resume; and one writer
+at a time (`one_writer`): two jobs appending the same file would each ask every question it lacks."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+_HELD: dict[str, int] = {}  # lock files this process holds -> depth (one_writer nests within a process)
+
+
+def lock_path(path: Path) -> Path:
+    return Path(str(path) + ".lock")
+
+
+@contextmanager
+def one_writer(path: Path, job: str = ""):
+    """Hold an exclusive lock on `path` (flock on the sidecar `<path>.lock`, which names its holder) while reading and
+    appending it. Snakemake's locks cover a job's outputs, not a file two jobs share (the predictions of one model,
+    benchmark and frame count, written by every evaluation job whose benchmark list holds it): a second job waits,
+    with one line naming the file and the job holding it, then finds the first one's rows and asks only the rest.
+    The kernel drops the lock when its holder dies, so a killed job never leaves it stuck."""
+    lock = lock_path(path)
+    key = str(lock.resolve())
+    if key in _HELD:  # this process holds it already (evaluate inside an evaluation job)
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another job"
+            log.warning("%s is being written by %s: waiting for it to finish (one writer per predictions file)",
+                        path, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:  # a file system without flock (Lustre mounted without -o flock): go on unlocked
+            log.warning("cannot lock %s (%s): this file system gives no locks, so keep to one evaluation job per "
+                        "model and frame count at a time", lock, err)
+        me = job or " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]])
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{me} (pid {os.getpid()} on {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(), 0)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def repair_tail(path: Path) -> None:

@@ -13,7 +13,9 @@ predecessor's answers.
 
 An error row of a question that was asked is asked again on the next run, up to `eval.error_retries` times (its
 `attempt` counts the tries: 1 the first), so a clip restored after a failure is scored; the superseded error row is
-removed once its successor is written.  The summary is scored on the question set of the current records: rows of
+removed once its successor is written; one that used all its tries is named in the log with what asks it again.
+One job writes a predictions file at a time (videoktr.jsonl.one_writer): another evaluation job of the same model,
+benchmark and frame count waits for it.  The summary is scored on the question set of the current records: rows of
 ids that are no longer among them are left out (and counted), and the set's digest is part of the summary.
 """
 
@@ -36,7 +38,7 @@ from videoktr.eval.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_
 from videoktr.eval.image_benchmarks import MediaError, load_images
 from videoktr.eval.protocols import check, conversation, resolve_protocol
 from videoktr.eval.protocols import score as protocol_score
-from videoktr.jsonl import read_rows, rewrite_keeping
+from videoktr.jsonl import one_writer, read_rows, rewrite_keeping
 from videoktr.provenance import digest
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,14 @@ def _eval_video_cfg(video_cfg: dict, eval_cfg: dict) -> dict:
 def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *, frames: int, video_cfg: dict,
              eval_cfg: dict, benchmark: str | Benchmark | None = None, problems: list[dict] = (),
              model_key: str = "") -> list[str]:
+    with one_writer(predictions):
+        return _evaluate(backend, records, data_dir, predictions, frames=frames, video_cfg=video_cfg,
+                         eval_cfg=eval_cfg, benchmark=benchmark, problems=problems, model_key=model_key)
+
+
+def _evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *, frames: int, video_cfg: dict,
+              eval_cfg: dict, benchmark: str | Benchmark | None = None, problems: list[dict] = (),
+              model_key: str = "") -> list[str]:
     """Answer every record not yet in `predictions`, appending one row per question as soon as it is scored; return
     the ids of the question set (every record's id and every problem's: what the summary is scored on).
 
@@ -133,7 +143,12 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
     retries = int(eval_cfg.get("error_retries", DEFAULT_ERROR_RETRIES))
     attempt = {rid: _attempt(done[rid]) + 1 for rid in asked
                if rid in done and "error" in done[rid] and _attempt(done[rid]) <= retries}
-    exhausted = sum(1 for rid in asked if rid in done and "error" in done[rid] and rid not in attempt)
+    exhausted = [rid for rid in sorted(asked) if rid in done and "error" in done[rid] and rid not in attempt]
+    if exhausted:
+        log.warning("%d question(s) keep their error rows, not asked again: they failed all %d tries "
+                    "(eval.error_retries: %d; %s%s); to ask them again, raise eval.error_retries in the config and "
+                    "run snakemake again, or delete %s (every question asked afresh)", len(exhausted), retries + 1,
+                    retries, ", ".join(exhausted[:5]), ", ..." if len(exhausted) > 5 else "", predictions)
     done = {k: v for k, v in done.items() if k not in attempt}
 
     todo = [it for it in items if it[0] not in done]
@@ -144,7 +159,7 @@ def evaluate(backend, records: list[dict], data_dir: Path, predictions: Path, *,
     new_errors = [e for e in errors if e[0] not in done and e[0] not in asked]
     log.info("%d questions, %d already answered, %d to go (%d of them retried after an error; %d errors out of "
              "retries), %d malformed (%s protocol)", len(items) + len(errors), len(done), len(todo), len(attempt),
-             exhausted, len(errors), protocol.name)
+             len(exhausted), len(errors), protocol.name)
     bs = int(eval_cfg.get("batch_size", 8))
     with open(predictions, "a") as out:
         for rid, sub, reason in new_errors:
@@ -269,7 +284,8 @@ def summarize(predictions: Path, *, model: str, benchmark: str, frames: int, bac
     `excluded` (records outside the benchmark's definition), `retried` (questions whose row came from a retry after
     an error), `error_attempts` {id: tries so far} and `errors_to_retry` (errors the next run asks again, given
     `error_retries`; None without it)."""
-    by_id = read_predictions(predictions)
+    with one_writer(predictions):  # reading repairs a torn last line: never while another job appends
+        by_id = read_predictions(predictions)
     if ids is None:
         ids = list(by_id)
     ids = sorted({str(i) for i in ids})

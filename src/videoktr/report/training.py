@@ -8,15 +8,19 @@ one model sample different rollouts once they have been updated?
 - `rollouts`: against a reference run from the same SFT model and seed (GRPO by default), the first generation batch
   whose sampled tokens differ (1-based). Batch 1 is sampled before any update, so it is the same for every method;
   a run that still samples GRPO's rollouts several updates in has moved too little to change a sampled token.
+  A run that is not compared says why (`rollouts_not_compared`): no field is left out silently.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
 from videoktr.report.uncertainty import LEVEL, resampled_means
 from videoktr.rl.rewards import BY_SOURCE
 
+log = logging.getLogger(__name__)
 REWARD = "rewards/accuracy/mean"
 
 
@@ -50,21 +54,45 @@ def first_difference(a: list[str], b: list[str]) -> int | None:
     return next((i + 1 for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
 
 
+def rollouts_gap(name: str, metrics: dict) -> str | None:
+    """Why a run's rollout digests cannot be compared batch by batch from the first (None: they can): none recorded,
+    or they begin past the run's start (resumed from a checkpoint saved without them, or written before metrics.json
+    counted every segment: then a resumed run holds its last segment's only)."""
+    if not metrics.get("rollouts"):
+        return f"{name} recorded no rollout digests"
+    start = metrics.get("counted_from_step")
+    if start is None and metrics.get("resumed_from"):
+        return (f"{name} was resumed from {metrics['resumed_from'][-1]} and its metrics.json holds the digests of "
+                f"its last segment only (written before every segment was counted); retrain it to compare")
+    if start:
+        return f"{name}'s digests begin after step {start} (resumed from a checkpoint saved without them)"
+    return None
+
+
 def training_summary(metrics: dict[str, dict], start: dict[str, str], reference: str = "grpo") -> dict:
     """Per run: reward quarters, and the batch at which its rollouts leave those of the run of `reference`'s method
-    that starts from the same model (`start`: run -> SFT model). Runs resumed from a checkpoint hold the digests of
-    their last segment only and are not compared."""
+    that starts from the same model (`start`: run -> SFT model). A run not compared says why in
+    `rollouts_not_compared` (one line, also logged)."""
     runs = {}
     for name, m in metrics.items():
         row = {"method": m.get("method"), "sft_model": start.get(name), **reward_quarters(step_rewards(m)),
                "by_source": source_quarters(m)}
         peers = [r for r in metrics if r != name and metrics[r].get("method") == reference
                  and start.get(r) == start.get(name)]
-        if peers and m.get("method") != reference and m.get("rollouts") and not m.get("resumed_from") \
-                and not metrics[peers[0]].get("resumed_from"):
+        if m.get("method") == reference:
+            why = f"{name} is a {reference} run: the reference the others are compared with"
+        elif not peers:
+            why = f"no {reference} run starts from {start.get(name)!r} as {name} does"
+        else:
+            why = rollouts_gap(name, m) or rollouts_gap(peers[0], metrics[peers[0]])
+        if why is None:
             other = metrics[peers[0]]["rollouts"]
             row.update(compared_with=peers[0], batches=min(len(m["rollouts"]), len(other)),
                        rollouts_differ_from_batch=first_difference(m["rollouts"], other))
+        else:
+            row["rollouts_not_compared"] = why
+            if m.get("method") != reference:
+                log.warning("analysis/training.json: rollouts of %s not compared: %s", name, why)
         runs[name] = row
     rises = [r["rise"] for r in runs.values() if r["rise"] is not None]
     sources = sorted({s for r in runs.values() for s in r["by_source"]})

@@ -16,7 +16,7 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig
 
-from videoktr.data.model_inputs import conversation, merge_video_stats
+from videoktr.data.model_inputs import conversation
 from videoktr.models.tiny import vision_token_ids
 from videoktr.provenance import digest, model_fingerprint
 from videoktr.rl.baselines import TGRPOTrainer, TWGRPOTrainer
@@ -25,6 +25,7 @@ from videoktr.rl.gradients import GradientLogCallback
 from videoktr.rl.grpo import VideoGRPOTrainer
 from videoktr.rl.ktr import KNOBS, KTRSettings, KTRTrainer
 from videoktr.rl.rewards import AccuracyReward, format_reward_func
+from videoktr.rl.tally import RunTally
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +317,8 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         trainer.add_callback(callback)
     cost = CostMeter(trainer)  # Table 4: time, memory, throughput, forward latency and FLOPs of this very run
     trainer.add_callback(cost)
+    tally = RunTally(trainer, accuracy)  # answers, clips and rollouts over every segment, as the cost
+    trainer.add_callback(tally)
     # Checkpoints live outside the rule's outputs: a rerun after a kill resumes from the newest complete one.
     world_size = trainer.args.world_size
     if trainer.accelerator.is_main_process:
@@ -332,6 +335,7 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         trainer._load_from_checkpoint(last)
         trainer.state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
         cost.adopt(trainer.state)
+        tally.adopt(trainer.state)
         training_loss = None
     else:
         if last:
@@ -343,12 +347,12 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
     metrics = {
         "run": name, "method": run["method"], "global_step": trainer.state.global_step,
         "train_loss": training_loss, "resumed_from": [], "segments": 1,
-        "unparseable_answers": accuracy.unparseable, "scored_answers": accuracy.seen, "cost": cost.summary(),
-        "trained_with": trained_with(trainer), "log_history": trainer.state.log_history,
-        # what the policy saw of the clips over this segment: frames, pixels per frame, video tokens per clip
-        "video_input": merge_video_stats(getattr(trainer, "video_input", [])),
-        # this process's generation batches of this segment, in order: where two runs' samples part (first batch 1)
-        "rollouts": trainer.rollouts,
+        "cost": cost.summary(), "trained_with": trained_with(trainer), "log_history": trainer.state.log_history,
+        # over every segment (videoktr.rl.tally): unparseable_answers, scored_answers, video_input (what the policy
+        # saw of the clips: frames, pixels per frame, video tokens per clip) and rollouts (a digest of each of this
+        # process's generation batches, in order: where two runs' samples part, first batch 1); counted_from_step
+        # 0 unless resumed from a checkpoint saved without them
+        **tally.summary(),
     }
     whole_run(metrics, training_loss, last)
     if trainer.accelerator.is_main_process:  # the marker a rerun reads: reuse, or (model gone) start afresh
