@@ -262,3 +262,14 @@ def test_preflight_finds_deepspeed_in_the_train_env_spec_when_it_runs_in_the_eva
     monkeypatch.setattr(sys, "prefix", "/w/.venv")  # no --sdm conda: one env for every rule, deepspeed must be here
     found = preflight.problems(cfg, cuda=True)
     assert any("deepspeed is not installed here" in p for p in found), found
+
+
+def test_an_env_that_builds_without_isolation_lists_the_build_tools():
+    """`pip install --no-build-isolation` (DeepSpeed, envs/train.post-deploy.sh) builds with the env's own setuptools
+    and wheel: the env must list them (issue 22, item 9)."""
+    for path in ENV_FILES:
+        script = path.with_name(path.stem + ".post-deploy.sh")
+        if script.exists() and "--no-build-isolation" in script.read_text():
+            conda, pip = env_spec(path)
+            names = {re.split(r"[=<> ]", d, maxsplit=1)[0] for d in conda} | set(pip)
+            assert {"setuptools", "wheel"} <= names, f"{path.name} builds without isolation but lacks setuptools/wheel"
