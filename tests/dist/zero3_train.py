@@ -30,6 +30,11 @@ def ragged(train, *args, **kwargs):  # the one harness change: rank 1's completi
 
 
 run_mod.grpo_config = ragged
+if diagnostics:  # a tiny random policy earns no reward: one that differs within every group of 2 gives advantages
+    def alternating_reward(completions, **kwargs):
+        return [float(i % 2) for i in range(len(completions))]
+
+    run_mod.format_reward_func = alternating_reward
 train = {"lr": 1e-4, "beta": 0.04, "num_generations": 2, "per_device_batch_size": 2, "max_completion_length": long,
          "temperature": 1.0, "epochs": 1, "max_steps": max_steps, "loss_type": "grpo", "save_steps": 1,
          "logging_steps": 1, "diagnostics_every": diagnostics, "save_total_limit": 2,
