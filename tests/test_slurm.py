@@ -272,6 +272,44 @@ def test_launcher_starts_one_torchrun_per_node(tmp_path):
     assert run(VIDEOKTR_GPUS_PER_NODE="0") == ["videoktr", "train", "--name", "ktr"]
 
 
+def gpu_job_launcher(tmp_path) -> tuple[list, dict]:
+    """launch.sh inside a 4-node job holding 32 GPUs and 64 CPUs per task (scontrol faked); nvidia-smi lists none."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = hostnames ]; then printf "gpu01\\ngpu02\\ngpu03\\ngpu04\\n"; '
+        'else echo "JobId=$3 JobName=x"; echo "   NumNodes=4 NumCPUs=256 NumTasks=4 CPUs/Task=64"; '
+        'echo "   TRES=cpu=256,mem=1000G,node=4,billing=256,gres/gpu=32"; echo "   NodeList=gpu[01-04]"; fi\n')
+    (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    env = {**ENV, "PATH": f"{fake}{os.pathsep}{ENV['PATH']}", "VIDEOKTR_LAUNCH_PRINT": "1", "SLURM_JOB_ID": "7"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.pop("VIDEOKTR_GPUS_PER_NODE", None)
+    env.pop("SLURMD_NODENAME", None)
+    return [str(ROOT / "scripts/launch.sh"), "train", "--name", "ktr"], env
+
+
+def test_launcher_asks_srun_for_the_jobs_gpus_per_node_and_cpus_per_task(tmp_path):
+    launch, env = gpu_job_launcher(tmp_path)
+    out = subprocess.run(launch, env={**env, "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    step = out[:out.index("torchrun")]
+    assert "--gpus-per-node=8" in step and "--cpus-per-task=64" in step, step
+    assert "--nproc-per-node=8" in out
+
+
+def test_launcher_refuses_a_gpu_job_on_a_node_that_shows_no_gpu(tmp_path):
+    import socket
+
+    launch, env = gpu_job_launcher(tmp_path)
+    out = subprocess.run(launch, env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and socket.gethostname() in lines[0] and "32 GPU" in lines[0], out.stderr
+
+
 # ------------------------------------------------------------------------------------------ a real SLURM (slow)
 
 

@@ -1,7 +1,10 @@
 """Before any long job of a GPU study: can the GPU parts run where this check runs? One line per problem.
 
 Checked: every vLLM backend the config asks for (filter.backend, eval.backend, train.use_vllm) needs vllm and a CUDA
-GPU; train.deepspeed needs its config file, deepspeed and CUDA. The hub is checked by the download rules themselves.
+GPU; train.deepspeed needs its config file, deepspeed and CUDA (or DeepSpeed's CPU accelerator, DS_ACCELERATOR=cpu),
+and where deepspeed imports, an engine is started from that file (videoktr.preflight_engine). Without CUDA the line
+names the NVIDIA driver (none, or older than the 580 that the pinned CUDA 13 torch needs). The hub is checked by the
+download rules themselves.
 
 Where: the preflight rule runs in envs/eval.yaml, the env of the rules that run vLLM (filter_shard, evaluate), so the
 vllm it finds is theirs. DeepSpeed belongs to the train env (envs/train.post-deploy.sh installs it; vLLM is kept out
@@ -12,6 +15,7 @@ env's post-deploy script installs it; without --sdm conda every rule shares one 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -43,11 +47,17 @@ def deepspeed_for_training(train_post_deploy: Path = TRAIN_POST_DEPLOY) -> bool:
         is not None
 
 
-def problems(config: dict, *, cuda: bool | None = None) -> list[str]:
+def problems(config: dict, *, cuda: bool | None = None, start_engine: bool = True) -> list[str]:
+    """One line per GPU part that cannot run here. `start_engine`: where deepspeed imports, start a ZeRO engine from
+    each train.deepspeed config (one rank, one step) rather than trust that it would."""
+    from videoktr.preflight_engine import deepspeed_start, why_no_cuda
+
     if cuda is None:
         import torch
 
         cuda = torch.cuda.is_available()
+    cpu_engine = os.environ.get("DS_ACCELERATOR") == "cpu"  # DeepSpeed's CPU accelerator (the rehearsal)
+    no_gpu = None if cuda else why_no_cuda()
     found = []
     vllm = importlib.util.find_spec("vllm") is not None
     keys = [k for k, on in (("filter.backend", config.get("filter", {}).get("backend") == "vllm"),
@@ -58,21 +68,28 @@ def problems(config: dict, *, cuda: bool | None = None) -> list[str]:
         keys.append("train.use_vllm")
     for key in keys:
         if not cuda:
-            found.append(f"{key} asks for vLLM, which needs a CUDA GPU, and none is visible here: run on GPU nodes "
+            found.append(f"{key} asks for vLLM, which needs a CUDA GPU, and none is usable here ({no_gpu}): run on "
+                         f"GPU nodes "
                          f"or set {key} to {'false' if key.endswith('use_vllm') else 'transformers'}")
         elif not vllm:
             found.append(f"{key} asks for vLLM, which is not installed here: run the workflow with "
                          f"--software-deployment-method conda (envs/eval.yaml pins vllm 0.32.0 for the filter, "
                          f"evaluate and preflight rules), or set {key} to transformers")
+    started: set[str] = set()
     for key, t in trains.items():
         ds = t.get("deepspeed")
         if not ds:
             continue
         if not Path(ds).is_file():
             found.append(f"{key}.deepspeed: {ds} is not a file")
-        elif not cuda or not deepspeed_for_training():
+        elif not (cuda or cpu_engine) or not deepspeed_for_training():
             found.append(f"{key}.deepspeed ({ds}) needs CUDA GPUs and deepspeed, but "
-                         f"{'no CUDA GPU is visible' if not cuda else 'deepspeed is not installed'} here: run on GPU "
+                         f"{no_gpu if not (cuda or cpu_engine) else 'deepspeed is not installed here'}: run on GPU "
                          f"nodes with the pinned env (envs/train.yaml and its post-deploy script) or set {key}.deepspeed: null")
             break  # one line for the whole grid of runs
+        elif start_engine and importlib.util.find_spec("deepspeed") is not None and ds not in started:
+            engine, why = deepspeed_start(Path(ds))
+            started.add(ds)
+            if engine is None:
+                found.append(f"{key}.deepspeed: {why}")
     return list(dict.fromkeys(found))

@@ -147,7 +147,7 @@ def build_model(tokenizer, *, hidden_size: int, layers: int, heads: int, vision_
 
 def vision_token_ids(model) -> list[int]:
     """Ids a policy must never sample: a generated <|video_pad|> would break the next forward."""
-    c = model.config
+    c = getattr(model, "config", model)  # a model or its config
     return [c.image_token_id, c.video_token_id, c.vision_start_token_id, c.vision_end_token_id]
 
 

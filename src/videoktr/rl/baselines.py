@@ -38,7 +38,7 @@ from trl.data_utils import is_conversational
 from videoktr.data.model_inputs import load_frames, mm_token_type_ids
 from videoktr.rl.attribution import temporal_permutation
 from videoktr.rl.grpo import VideoGRPOTrainer, encode_prompts, join_videos
-from videoktr.rl.logits import chunked_log_softmax
+from videoktr.rl.logits import chunked_log_softmax, gathered_head
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,8 @@ def completion_log_softmax(model, ids: torch.Tensor, mask: torch.Tensor, n: int,
     out = model.base_model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_type_ids(ids, model.config),
                            use_cache=False, **videos)
     hidden = out.last_hidden_state[:, -n - 1:-1]  # position i predicts token i + 1
-    return chunked_log_softmax(model.get_output_embeddings(), hidden, temperature, chunk)
+    with gathered_head(model.get_output_embeddings()) as head:  # one weight gather (ZeRO-3: ragged lengths)
+        yield from chunked_log_softmax(head, hidden, temperature, chunk)
 
 
 class TWGRPOTrainer(VideoGRPOTrainer):

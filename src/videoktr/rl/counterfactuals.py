@@ -5,9 +5,6 @@ a whole batch gathered across processes."""
 
 from __future__ import annotations
 
-from __future__ import annotations
-
-
 import numpy as np
 import torch
 
@@ -16,7 +13,7 @@ from videoktr.rl.attribution import (
     logprob_shift,
     threshold_mask,
 )
-from videoktr.rl.logits import chunked_log_softmax, entropy, head_log_softmax, tempered_log_softmax
+from videoktr.rl.logits import chunked_log_softmax, entropy, gathered_head, head_log_softmax, tempered_log_softmax
 
 
 def gathered_valid_scores(accelerator, scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -41,15 +38,16 @@ def completion_scores(model, full: torch.Tensor, perturbed: list[torch.Tensor], 
     and [B, n]). The vocabulary projection runs `cfg.chunk` positions at a time: full [B, n, V] logits are never held.
     """
     entropies, shifts = [], [[] for _ in perturbed]
-    for sl, logp in chunked_log_softmax(model.lm_head, full, temperature, cfg.chunk):
-        entropies.append(entropy(logp))
-        tgt = targets[:, sl, None]
-        for out, h in zip(shifts, perturbed):
-            logq = head_log_softmax(model.lm_head, h[:, sl], temperature)
-            if cfg.distance == "logprob":
-                out.append(logprob_shift(logp.gather(-1, tgt)[..., 0], logq.gather(-1, tgt)[..., 0], cfg.signed))
-            else:
-                out.append(distribution_distance(logp, logq, cfg.distance))
+    with gathered_head(model.lm_head) as head:  # one weight gather for every chunk (ZeRO-3: ragged lengths)
+        for sl, logp in chunked_log_softmax(head, full, temperature, cfg.chunk):
+            entropies.append(entropy(logp))
+            tgt = targets[:, sl, None]
+            for out, h in zip(shifts, perturbed):
+                logq = head_log_softmax(head, h[:, sl], temperature)
+                if cfg.distance == "logprob":
+                    out.append(logprob_shift(logp.gather(-1, tgt)[..., 0], logq.gather(-1, tgt)[..., 0], cfg.signed))
+                else:
+                    out.append(distribution_distance(logp, logq, cfg.distance))
     return torch.cat(entropies, 1), [torch.cat(x, 1) for x in shifts]
 
 

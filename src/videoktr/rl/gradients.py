@@ -28,6 +28,7 @@ def diagnostics(trainer, model, inputs: dict) -> dict:
         **{f"grad_norm_{k}": g.norm().item() for k, g in grads.items()},
         "cos_selected_full": cos(grads["selected"], grads["full"], dim=0).item(),
         "cos_residual_full": cos(grads["residual"], grads["full"], dim=0).item(),
+        "grad_elements": grads["full"].numel(),  # the final layer's parameter count: whole, also under ZeRO-3
         "advantage_variance": per_seq.float().var().item() if per_seq.numel() > 1 else 0.0,
     }
 
@@ -42,5 +43,5 @@ class GradientLogCallback(TrainerCallback):
         import pandas as pd
 
         rows, self.trainer.gradient_rows = self.trainer.gradient_rows, []
-        if rows:
+        if rows and state.is_world_process_zero:  # one writer (the first rank's batch): ranks would interleave rows
             pd.DataFrame(rows).to_csv(self.path, mode="a", header=not self.path.exists(), index=False)

@@ -73,6 +73,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._frames: list = []  # decoded frames of the generation batch's rows (frame-level counterfactuals)
         self.video_input: list[dict] = []  # video_input_stats of every generation batch (metrics.json video_input)
         self.rollouts: list[str] = []  # a digest of every generation batch's completions (metrics.json rollouts)
+        self.completion_widths: list[int] = []  # each generation batch's padded completion length on this rank
 
     # -- generation -------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
@@ -85,6 +86,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         # differ from the first update that changes a sampled token (videoktr.report.training compares them).
         ids = output["completion_ids"] * output["completion_mask"]
         self.rollouts.append(hashlib.sha256(ids.cpu().numpy().astype("int64").tobytes()).hexdigest()[:16])
+        self.completion_widths.append(int(ids.size(1)))
         mode = "train" if self.model.training else "eval"
         if counted:  # answers without a parseable <answer> score 0; their count is logged per step
             self._metrics[mode]["rewards/unparseable"].append(sum(f.unparseable for f in counted) - before)

@@ -32,7 +32,7 @@ from videoktr.rl.cost_meter import CostMeter
 from videoktr.rl.counterfactuals import (GenerationTap, clip_to_grid, completion_scores, gathered_valid_scores,
                                          global_batch_mask, prompt_groups)
 from videoktr.rl.grpo import VideoGRPOTrainer, join_videos
-from videoktr.rl.logits import token_logprobs
+from videoktr.rl.logits import gathered_head, token_logprobs
 from videoktr.rl.token_log import write_token_log
 
 
@@ -259,8 +259,9 @@ class KTRTrainer(VideoGRPOTrainer):
             ent, shifts = completion_scores(model, predictive[0], list(predictive[1:]), cids, cfg, self.temperature)
         else:
             full, ent = tapped
-            shifts = [logprob_shift(full, token_logprobs(model.lm_head, h, cids, self.temperature, cfg.chunk),
-                                    cfg.signed) for h in predictive]
+            with gathered_head(model.lm_head) as head:  # one weight gather for every chunk (ZeRO-3: ragged lengths)
+                shifts = [logprob_shift(full, token_logprobs(head, h, cids, self.temperature, cfg.chunk),
+                                        cfg.signed) for h in predictive]
         scores = {"E": ent}
         scores.update(zip([s for s in ("V", "T") if s in cfg.signals], shifts))
         return scores

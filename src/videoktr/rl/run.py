@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig
@@ -21,6 +22,7 @@ from videoktr.models.tiny import vision_token_ids
 from videoktr.provenance import digest, model_fingerprint
 from videoktr.rl.baselines import TGRPOTrainer, TWGRPOTrainer
 from videoktr.rl.cost_meter import CostMeter
+from videoktr.rl.engine import engine_record, local_parameter_share
 from videoktr.rl.gradients import GradientLogCallback
 from videoktr.rl.grpo import VideoGRPOTrainer
 from videoktr.rl.ktr import KNOBS, KTRSettings, KTRTrainer
@@ -43,25 +45,44 @@ def to_dataset(records: list[dict]) -> Dataset:
 KL_ESTIMATORS = {"k3": False, "bias_corrected": True}
 
 
+def cpu_deepspeed_state() -> None:
+    """accelerate's process state for DeepSpeed on its CPU accelerator, made before the config: given no CUDA,
+    transformers' DeepSpeed path passes accelerate no backend, and accelerate then sees one process per rank (and
+    DeepSpeed a batch size of one rank). gloo it is; deepspeed.comm starts on it."""
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend="gloo")
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+
+
 def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run_name: str = "") -> GRPOConfig:
     """TRL's GRPOConfig from the config's `train` section. `train.deepspeed` (a DeepSpeed JSON such as
     config/deepspeed/zero3.json) needs CUDA and deepspeed: without them this stops at once with one line naming the
     key. `train.use_vllm` is refused: TRL's vLLM rollouts do not carry video."""
     cuda = torch.cuda.is_available()
     deepspeed = train.get("deepspeed")
+    cpu_engine = False
     if deepspeed:
         import importlib.util
 
         if not Path(deepspeed).is_file():
             raise SystemExit(f"train.deepspeed: {deepspeed} is not a file (e.g. config/deepspeed/zero3.json)")
-        if not cuda or importlib.util.find_spec("deepspeed") is None:
-            why = "no CUDA GPU is visible here" if not cuda else "the deepspeed package is not installed"
-            raise SystemExit(f"train.deepspeed ({deepspeed}) needs CUDA GPUs and deepspeed, but {why}; run on the "
-                             f"GPU nodes (envs/train.yaml) or set train.deepspeed: null")
+        # off CUDA, DeepSpeed runs on its CPU accelerator (gloo) when asked for by DS_ACCELERATOR=cpu: the rehearsal
+        cpu_engine = os.environ.get("DS_ACCELERATOR") == "cpu"
+        if not (cuda or cpu_engine) or importlib.util.find_spec("deepspeed") is None:
+            why = "no CUDA GPU is visible here" if not (cuda or cpu_engine) else "the deepspeed package is not installed"
+            raise SystemExit(f"train.deepspeed ({deepspeed}) needs CUDA GPUs (or DS_ACCELERATOR=cpu) and deepspeed, "
+                             f"but {why}; run on the GPU nodes (envs/train.yaml) or set train.deepspeed: null")
     if train.get("use_vllm"):  # also refused by the config check (videoktr.config)
         raise SystemExit("train.use_vllm: the pinned TRL's vLLM rollouts take images only, so the rollouts would not "
                          "see the video; set train.use_vllm: false")
+    if cpu_engine:
+        cpu_deepspeed_state()
     return GRPOConfig(
+        accelerator_config={"use_configured_state": True} if cpu_engine else None,
         output_dir=str(Path(work_dir) / "checkpoints"),
         learning_rate=train["lr"],
         beta=train["beta"],
@@ -74,15 +95,19 @@ def grpo_config(train: dict, work_dir: Path, seed: int, suppress: list[int], run
         loss_type=train["loss_type"],
         save_strategy="steps",
         save_steps=train["save_steps"],
+        # bounded: a paper checkpoint is ~130 GB (README); without optimizer state (save_only_model) no resume
+        save_total_limit=train.get("save_total_limit"),  # the schema's default: 2
+        save_only_model=train.get("save_only_model", False),
         logging_steps=train["logging_steps"],
         generation_kwargs={"suppress_tokens": suppress},
         report_to=[],
         run_name=run_name,
-        use_cpu=not cuda,
+        # DeepSpeed on its CPU accelerator: accelerate's DeepSpeed path (deepspeed.comm over gloo), not its CPU one
+        use_cpu=not cuda and not cpu_engine,
         # TRL turns bf16 on by default; on a CPU without native bf16 every matmul is emulated (backward ~15x slower)
         bf16=cuda and torch.cuda.is_bf16_supported(),
         # multi-process on CPU (torchrun) talks over gloo
-        ddp_backend="gloo" if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if not cuda and not cpu_engine and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         deepspeed=deepspeed or None,
         seed=seed,
         data_seed=seed,
@@ -296,8 +321,14 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
                  done.get("global_step"), out_dir)
         return done
     processor = AutoProcessor.from_pretrained(model_dir)
+    # the config before the model: with train.deepspeed (ZeRO-3) it makes from_pretrained load partitioned (zero.Init)
+    args = grpo_config(run["train"], work_dir, seed, vision_token_ids(AutoConfig.from_pretrained(model_dir)),
+                       run_name=name)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
-    args = grpo_config(run["train"], work_dir, seed, vision_token_ids(model), run_name=name)
+    share = local_parameter_share(model)
+    if is_deepspeed_zero3_enabled() and args.world_size > 1 and share > 1.5 / args.world_size:
+        raise RuntimeError(f"train.deepspeed ZeRO-3: this rank holds {share:.0%} of the parameters with "
+                           f"{args.world_size} ranks: the model was not loaded partitioned")
     accuracy = AccuracyReward()
     common = dict(model=model, reward_funcs=[accuracy, format_reward_func], args=args,
                   train_dataset=to_dataset(records), processing_class=processor, data_dir=data_dir,
@@ -353,6 +384,8 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         # process's generation batches, in order: where two runs' samples part, first batch 1); counted_from_step
         # 0 unless resumed from a checkpoint saved without them
         **tally.summary(),
+        # world size, ZeRO stage, accelerator; per rank its padded completion widths and local parameter share
+        "engine": engine_record(trainer, share),
     }
     whole_run(metrics, training_loss, last)
     if trainer.accelerator.is_main_process:  # the marker a rerun reads: reuse, or (model gone) start afresh
