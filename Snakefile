@@ -43,3 +43,5 @@ rule all:
         # the analyses of the token-log run (config analysis.token_log_run), when it is one of the config's runs
         [ATTRIBUTION_SEMANTICS, *[target_files(fig) for fig in TOKEN_FIGURES]] if HAS_TOKEN_LOG else [],
         [TRAINING_SUMMARY] if TRAINED_RUNS else [],
+        # the report's first page: Table 1 at a glance
+        [f"{OUT}/report/headline.html"] if "table1" in grid.configured(config) else [],

@@ -181,6 +181,19 @@ def cmd_training_summary(a, cfg):
     _write_json(a.out, summary)
 
 
+TINY_CAVEAT = ("The embedded tiny world: a tiny model on generated clips, one seed; compare the order of the methods, "
+               "not the values, with the paper's.")
+
+
+def cmd_headline(a, cfg):
+    """The report's first page: Table 1's mean accuracies and paired differences (videoktr.report.headline)."""
+    from videoktr.report.headline import write_headline
+
+    caveat = TINY_CAVEAT if cfg.get("model", {}).get("source", "tiny") == "tiny" else ""
+    rows = write_headline(Path(a.table1), Path(a.out), caveat)
+    log.info("headline: %d rows of Table 1 at %s.{png,pdf,csv,html}", len(rows), a.out)
+
+
 def hub_access(cfg: dict, key: str) -> dict:
     """Mirror and retries of a source: given in --cfg, else from VIDEOKTR_HUB_ACCESS (set by the workflow, keyed by
     the config section: data, model, sft_models.<name>)."""
@@ -369,9 +382,10 @@ ARGS = {
     "scores": "output JSONL: each question's accuracy over filter.k samples",
     "png": "output PNG: the histogram of per-question accuracy",
     "csv": "output CSV: the histogram's numbers",
+    "table1": "Table 1's CSV (tables/table1.csv)",
 }
 # Arguments that name files or folders the step reads: checked before the step runs, so a wrong path is one line.
-INPUTS = {"records", "data_dir", "model", "job", "token_log", "run_metrics", "hub_dir", "shards", "video"}
+INPUTS = {"table1", "records", "data_dir", "model", "job", "token_log", "run_metrics", "hub_dir", "shards", "video"}
 
 # {step: (function, description, {argument: help or None for ARGS'})}: every step, what it does, its arguments.
 STEPS = {
@@ -411,6 +425,9 @@ STEPS = {
     "filter-gather": (cmd_filter_gather, "merge the filter shards: kept questions, accuracy histogram",
                       {"records": None, "shards": None, "scores": None, "png": None, "csv": None,
                        "out": "output JSON: the questions kept for RL"}),
+    "headline": (cmd_headline, "the headline of the report's first page: Table 1's mean accuracies with intervals "
+                               "and its paired differences", {"table1": None, "out": "output stem: writes STEM.png, "
+                                                              "STEM.pdf, STEM.csv, STEM.html"}),
     "preflight": (cmd_preflight, "check that the GPU parts (vLLM, DeepSpeed) can run here; stop with one line if "
                                  "not", {"out": "output JSON, written when every check passed"}),
     "rehearsal-mirror": (cmd_rehearsal_mirror, "build a local hub of every repository config/paper.yaml downloads, "

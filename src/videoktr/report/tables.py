@@ -294,7 +294,7 @@ def main(argv=None, prog: str = "python -m videoktr.report.tables") -> int:
         raise SystemExit(str(e)) from None
     paper = paper_rows(load_reference(a.reference), "table1" if a.table == "table1_released" else a.table)
     write(df, a.out, grid.TARGETS[a.table].title, notes(config, a.table, paper) + df.attrs.get("notes", []))
-    logger.info("%s written to %s.{csv,md,tex}", a.table, a.out)
+    logger.info("%s written to %s.{csv,md,tex,html}", a.table, a.out)
     return 0
 
 
