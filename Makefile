@@ -25,7 +25,7 @@ install: .venv/installed
 
 demo: install
 	.venv/bin/snakemake --cores $(CORES) all
-	.venv/bin/snakemake --cores $(CORES) all --report results/tiny/report.html
+	.venv/bin/snakemake --cores $(CORES) all --report results/tiny/report.html --report-metadata workflow/report/metadata.yaml
 	@echo "Report:  results/tiny/report.html (every table and figure, with captions)"
 	@echo "Tables:  results/tiny/tables/"
 	@echo "Models:  results/tiny/models/   Evaluations: results/tiny/eval/"

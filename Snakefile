@@ -1,13 +1,22 @@
 # videoktr: the Video-KTR study as one DAG.
 #   data -> SFT model -> difficulty filter -> RL runs (config `runs`) -> evaluation -> tables
 # The default config is the embedded tiny world (CPU, minutes); config/paper.yaml is the paper-scale study.
-from videoktr.config import ConfigError, check_config_files, validate as validate_config
+from snakemake.logging import logger
+
+from videoktr.config import ConfigError, check_config_files, required_missing, validate as validate_config
 
 
-# The tiny world only when no config file is given: the job steps a cluster executor spawns get the profile's config
-# files (--configfiles) but not --replace-workflow-config, so an unconditional default would be merged under
-# config/paper.yaml inside every SLURM job (the tiny world's sft_models leaking into the paper study).
-if not workflow.config_settings.configfiles:
+# The tiny world when no config file is given, and under config files that are an overlay, not a whole config (they
+# lack run_name, runs or eval): `--configfile my.yaml` alone is my.yaml over config/config.yaml. Not under a whole
+# config: the job steps a cluster executor spawns get the profile's config files (--configfiles) but not
+# --replace-workflow-config, so an unconditional default would be merged under config/paper.yaml inside every SLURM
+# job (the tiny world's sft_models leaking into the paper study).
+_overlay = workflow.config_settings.configfiles and required_missing(config)
+if not workflow.config_settings.configfiles or _overlay:
+    if _overlay:
+        logger.info(f"videoktr: the config file(s) given lack {', '.join(_overlay)}: read as an overlay of "
+                    "config/config.yaml (the tiny world); over the paper study: --configfile config/paper.yaml "
+                    "my.yaml")
 
     configfile: "config/config.yaml"
 
@@ -55,3 +64,5 @@ rule all:
         # the analyses of the token-log run (config analysis.token_log_run), when it is one of the config's runs
         [ATTRIBUTION_SEMANTICS, *[target_files(fig) for fig in TOKEN_FIGURES]] if HAS_TOKEN_LOG else [],
         [TRAINING_SUMMARY] if TRAINED_RUNS else [],
+        # the report's first page: Table 1 at a glance
+        [f"{OUT}/report/headline.html"] if "table1" in grid.configured(config) else [],

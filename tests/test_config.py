@@ -78,3 +78,46 @@ def test_a_key_given_twice_is_refused_by_name(tmp_path):
         check_config_files([nested])
     check_config_files(["config/config.yaml"])  # the shipped configs give each key once
     check_config_files(["config/paper.yaml"])
+
+
+def test_strings_the_schema_wants_as_numbers_are_parsed_as_the_command_line_gives_them():
+    """`--config 'train={"lr": 0.0003}'` reaches the config as {"lr": "0.0003"} (Snakemake reads a dict value with
+    YAML's BaseLoader); YAML 1.1 reads `3e-4` as a string. Coerced by the schema's types; strings stay strings."""
+    cfg = copy.deepcopy(BASE)
+    cfg["train"].update(lr="0.0003", max_steps="32", use_vllm="false")
+    cfg["runs"]["ktr"].update(ratio="3e-1", train={"lr": "1e-3"})
+    cfg["run_name"] = "0"  # a string in the schema: not made a number
+    got = validate(cfg)
+    assert got["train"]["lr"] == 0.0003 and got["train"]["max_steps"] == 32 and got["train"]["use_vllm"] is False
+    assert isinstance(got["train"]["max_steps"], int)
+    assert got["runs"]["ktr"]["ratio"] == 0.3 and got["runs"]["ktr"]["train"]["lr"] == 0.001
+    assert got["run_name"] == "0" and got["runs"]["grpo"]["train"]["lr"] == 0.0003
+    cfg["train"]["max_steps"] = "3.5"  # not an integer: still refused, naming the key
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        validate(cfg)
+
+
+def _dry_run(*args, cwd):
+    import subprocess
+
+    from conftest import BIN, ENV
+
+    return subprocess.run([f"{BIN}/snakemake", "-n", "-p", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_config_on_the_command_line_and_a_configfile_alone_are_layered_over_the_defaults(tmp_path):
+    from conftest import workdir
+
+    wd = workdir(tmp_path)
+    run = _dry_run("results/tiny/models/grpo", "--config", 'train={"lr": 0.0005}', cwd=wd)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '"lr": 0.0005' in run.stdout  # the RL run's command line carries it
+    (wd / "my.yaml").write_text("run_name: mine\ntrain: {lr: 1.0e-3}\n")
+    run = _dry_run("results/mine/models/grpo", "--configfile", "my.yaml", cwd=wd)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '"lr": 0.001' in run.stdout and "results/mine/train/grpo" in run.stdout
+    assert "read as an overlay of config/config.yaml" in run.stdout + run.stderr
+    # a whole config is not layered: the paper study stays the paper study
+    run = _dry_run("-n", "all", "--configfile", "config/paper.yaml", cwd=wd)
+    assert "overlay" not in run.stdout + run.stderr

@@ -237,7 +237,7 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     # every table and figure of the grid, and the HTML report with each of them
     for name in cfg["tables"]["rows"]:
         kind = "tables" if name.startswith("table") else "figures"
-        for ext in (("csv", "md", "tex") if kind == "tables" else ("png", "pdf", "csv")):
+        for ext in (("csv", "md", "tex", "html") if kind == "tables" else ("png", "pdf", "csv")):
             assert (out / f"{kind}/{name}.{ext}").stat().st_size > 0, (name, ext)
     # each ablation figure's CSV holds the accuracies of the summaries it was made from
     f = cfg["tables"]["frames"]
@@ -254,4 +254,4 @@ def test_whole_tiny_dag_through_the_api(tmp_path, monkeypatch):
     assert res.returncode == 0, res.stderr[-3000:]
     html = (out / "report.html").read_text()
     for name in [*cfg["tables"]["rows"], "fig2", "fig4", "fig11"]:
-        assert f"{name}.{'csv' if name.startswith('table') else 'png'}" in html, name
+        assert f"{name}.{'html' if name.startswith('table') else 'png'}" in html, name

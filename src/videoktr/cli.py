@@ -1,4 +1,5 @@
-"""`videoktr <step>`: the command each Snakemake rule calls. Thin: parse, call the package, write outputs.
+"""`videoktr <step>`: the command each Snakemake rule calls, and `videoktr ask`. Thin: parse, call the package,
+write outputs.
 
 Every step takes `--cfg`, the JSON of the validated config sections it depends on (the Snakefile passes them).
 Bad data and config errors end with one line naming the item and the reason, never a bare traceback.
@@ -221,6 +222,19 @@ def cmd_training_summary(a, cfg):
     _write_json(a.out, summary)
 
 
+TINY_CAVEAT = ("The embedded tiny world: a tiny model on generated clips, one seed; compare the order of the methods, "
+               "not the values, with the paper's.")
+
+
+def cmd_headline(a, cfg):
+    """The report's first page: Table 1's mean accuracies and paired differences (videoktr.report.headline)."""
+    from videoktr.report.headline import write_headline
+
+    caveat = TINY_CAVEAT if cfg.get("model", {}).get("source", "tiny") == "tiny" else ""
+    rows = write_headline(Path(a.table1), Path(a.out), caveat)
+    log.info("headline: %d rows of Table 1 at %s.{png,pdf,csv,html}", len(rows), a.out)
+
+
 def hub_access(cfg: dict, key: str) -> dict:
     """Mirror and retries of a source: given in --cfg, else from VIDEOKTR_HUB_ACCESS (set by the workflow, keyed by
     the config section: data, model, sft_models.<name>)."""
@@ -373,46 +387,182 @@ def cmd_mirror_model(a, cfg):
 
 # Steps with a command line of their own: {step: (module, help)}; `videoktr STEP ARGS...` calls module.main(ARGS).
 DELEGATED = {
-    "table": ("videoktr.report.tables", "a table: CSV, Markdown and LaTeX (videoktr.report.tables)"),
-    "figure": ("videoktr.report.figures", "a figure: PNG, PDF and CSV (videoktr.report.figures)"),
-    "bench": ("videoktr.costbench.harness", "the attribution-cost benchmark (videoktr.costbench.harness)"),
+    "table": ("videoktr.report.tables", "a table of the paper from evaluation summaries or training logs: CSV, "
+                                        "Markdown and LaTeX"),
+    "figure": ("videoktr.report.figures", "a figure of the paper from evaluation summaries or a token log: PNG, PDF "
+                                          "and CSV"),
+    "bench": ("videoktr.costbench.harness", "the attribution-cost benchmark: Video-KTR steps timed against GRPO "
+                                            "steps on identical batches"),
 }
+
+# What each argument is, shared by the steps that take it; a step's own wording in STEPS overrides it.
+ARGS = {
+    "out": "output file (or folder) this step writes",
+    "records": "JSON list of Video-R1 records (problem_id, problem, problem_type, options, solution, path)",
+    "data_dir": "folder the records' clip paths are relative to",
+    "model": "model folder (a Hugging Face Qwen2.5-VL checkpoint: config.json, weights, processor)",
+    "name": "the run's or model's name (config `runs`, `eval.models`), as logged and written in the outputs",
+    "skipped": "output JSON: every rejected record with its id and reason",
+    "work_dir": "folder of the run's checkpoints, token log and gradient diagnostics (a rerun resumes from it)",
+    "metrics": "output JSON: the training log (metrics.json: loss, rewards, KL per step, cost, settings)",
+    "frames": "frames per clip",
+    "plan": "the benchmarks to evaluate: a JSON list of {benchmark, records, data_dir, predictions}, given inline "
+            "or as the path of a JSON file",
+    "job": "an evaluation job's output JSON ({benchmark: summary}, rule evaluate)",
+    "benchmark": "the benchmark whose summary to copy out of --job",
+    "token_log": "a KTR run's token log: folder of Parquet parts (train/<run>/token_log)",
+    "run_metrics": "the RL runs' training logs (train/<run>/metrics.json), one or more",
+    "what": "what to download: records, media, model, bench-records or bench-media",
+    "download_dir": "folder the hub files are downloaded (or linked from the mirror) into",
+    "manifest": "output JSON: the download's commit, files and sha256",
+    "hub_dir": "folder holding <source>/records.json and <source>/files/ of each data.hub source",
+    "videos": "output folder the training clips are gathered under",
+    "shard": "which shard of the difficulty filter (0 .. filter.shards - 1)",
+    "partial": "JSONL of this shard's scored questions so far (resumed from, appended to)",
+    "shards": "the filter shards' outputs (JSONL), all of them",
+    "scores": "output JSONL: each question's accuracy over filter.k samples",
+    "png": "output PNG: the histogram of per-question accuracy",
+    "csv": "output CSV: the histogram's numbers",
+    "table1": "Table 1's CSV (tables/table1.csv)",
+}
+# Arguments that name files or folders the step reads: checked before the step runs, so a wrong path is one line.
+INPUTS = {"table1", "records", "data_dir", "model", "job", "token_log", "run_metrics", "hub_dir", "shards", "video"}
+
+# {step: (function, description, {argument: help or None for ARGS'})}: every step, what it does, its arguments.
+STEPS = {
+    "world": (cmd_world, "generate the tiny world: MP4 clips of coloured shapes and Video-R1 records (config world)",
+              {"out": "output folder: videos/*.mp4, train.json, eval_*.json"}),
+    "prepare": (cmd_prepare, "check a split's records and clips; keep the good ones, list the rejected with reasons",
+                {"records": None, "data_dir": None, "out": "output JSON: the records that passed", "skipped": None}),
+    "build-model": (cmd_build_model, "build the tiny random-init Qwen2.5-VL and a tokenizer trained on the records' "
+                                     "text (model.source: tiny)",
+                    {"records": None, "out": "output model folder"}),
+    "sft": (cmd_sft, "supervised fine-tuning of a model on the records' chain-of-thought targets (config sft)",
+            {"model": "the model to fine-tune (folder)", "records": None, "data_dir": None,
+             "out": "output model folder (with sft_metrics.json)"}),
+    "train": (cmd_train, "one RL run (GRPO, Video-KTR, T-GRPO or TW-GRPO; config run), resumable from its "
+                         "checkpoints",
+              {"name": None, "model": "the starting (SFT) model folder", "records": None, "data_dir": None,
+               "work_dir": None, "out": "output model folder", "metrics": None}),
+    "evaluate": (cmd_evaluate, "evaluate one model at one frame count on every benchmark of --plan (resumable)",
+                 {"model": None, "name": None, "frames": None, "plan": None,
+                  "out": "output JSON: {benchmark: summary}"}),
+    "eval-summary": (cmd_eval_summary, "copy one benchmark's summary out of an evaluation job's file",
+                     {"job": None, "benchmark": None, "out": "output JSON: the benchmark's summary"}),
+    "semantics": (cmd_semantics, "whether the visual and temporal scores pick appearance and motion words "
+                                 "(against their base rates)",
+                  {"token_log": None, "out": "output JSON (analysis/attribution_semantics.json)"}),
+    "training-summary": (cmd_training_summary, "each RL run's reward rise and where its rollouts part from GRPO's",
+                         {"run_metrics": None, "out": "output JSON (analysis/training.json)"}),
+    "fetch": (cmd_fetch, "download one hub source (records, media, a model or a benchmark) at its pinned revision, "
+                         "checked against sha256",
+              {"what": None, "download_dir": None, "out": "output path: the records, model folder or media folder",
+               "manifest": None}),
+    "hub-records": (cmd_hub_records, "convert the paper's downloaded datasets into the records of every later step",
+                    {"hub_dir": None, "out": "output JSON: the training records", "videos": None}),
+    "filter-shard": (cmd_filter_shard, "one shard of the difficulty filter: each question's accuracy over k samples",
+                     {"model": "the SFT model folder", "records": None, "data_dir": None, "shard": None,
+                      "partial": None, "out": "output JSONL: this shard's scored questions"}),
+    "filter-gather": (cmd_filter_gather, "merge the filter shards: kept questions, accuracy histogram",
+                      {"records": None, "shards": None, "scores": None, "png": None, "csv": None,
+                       "out": "output JSON: the questions kept for RL"}),
+    "headline": (cmd_headline, "the headline of the report's first page: Table 1's mean accuracies with intervals "
+                               "and its paired differences", {"table1": None, "out": "output stem: writes STEM.png, "
+                                                              "STEM.pdf, STEM.csv, STEM.html"}),
+    "preflight": (cmd_preflight, "check that the GPU parts (vLLM, DeepSpeed) can run here; stop with one line if "
+                                 "not", {"out": "output JSON, written when every check passed"}),
+    "rehearsal-mirror": (cmd_rehearsal_mirror, "build a local hub of every repository config/paper.yaml downloads, "
+                                               "with tiny contents (make rehearse)",
+                         {"out": "output folder of the mirror"}),
+    "mirror-model": (cmd_mirror_model, "copy a model's files into a repository folder of a local mirror",
+                     {"model": "the model folder to copy", "out": "output repository folder"}),
+}
+NARGS = {"shards": "+", "run_metrics": "+"}
+TYPES = {"frames": int, "shard": int}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("videoktr")
+    except PackageNotFoundError:  # run from a source tree without an install
+        return "unknown (not installed)"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="videoktr", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = argparse.ArgumentParser(
+        prog="videoktr", description="Video-KTR's steps, one subcommand each (the Snakemake rules call them), and "
+        "`videoktr ask` to ask a model about a video. `videoktr STEP --help` describes a step and its arguments.",
+        epilog="Bad data and config errors end with one line naming the item and the reason.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="STEP", help="the step to run")
+    from videoktr.ask import add_ask_parser
 
-    def add(name, fn, *args):
-        s = sub.add_parser(name)
-        s.add_argument("--cfg", default="{}", help="JSON of the config sections this step uses")
-        for arg in args:
-            kind = int if arg == "frames" else str
-            s.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=True, type=kind,
-                           nargs="+" if arg in ("shards", "run_metrics") else None)
+    add_ask_parser(sub)
+    for name, (fn, text, args) in STEPS.items():
+        s = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        s.add_argument("--cfg", default="{}", help="the config sections this step uses, as JSON or the path of a "
+                                                   "JSON file (the Snakefile passes them)")
+        for arg, help_text in args.items():
+            s.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=True, type=TYPES.get(arg, str),
+                           nargs=NARGS.get(arg), help=help_text or ARGS[arg],
+                           metavar=arg.upper() if arg not in NARGS else None)
         s.set_defaults(fn=fn)
-
-    add("world", cmd_world, "out")
-    add("prepare", cmd_prepare, "records", "data_dir", "out", "skipped")
-    add("build-model", cmd_build_model, "records", "out")
-    add("sft", cmd_sft, "model", "records", "data_dir", "out")
-    add("train", cmd_train, "name", "model", "records", "data_dir", "work_dir", "out", "metrics")
-    add("evaluate", cmd_evaluate, "model", "name", "frames", "plan", "out")
-    add("eval-summary", cmd_eval_summary, "job", "benchmark", "out")
-    add("semantics", cmd_semantics, "token_log", "out")
-    add("training-summary", cmd_training_summary, "run_metrics", "out")
-    add("fetch", cmd_fetch, "what", "download_dir", "out", "manifest")
-    add("hub-records", cmd_hub_records, "hub_dir", "out", "videos")
-    add("filter-shard", cmd_filter_shard, "model", "records", "data_dir", "shard", "partial", "out")
-    add("filter-gather", cmd_filter_gather, "records", "shards", "scores", "png", "csv", "out")
-    add("preflight", cmd_preflight, "out")
-    add("rehearsal-mirror", cmd_rehearsal_mirror, "out")
-    add("mirror-model", cmd_mirror_model, "model", "out")
     for name, (module, text) in DELEGATED.items():
         s = sub.add_parser(name, help=text, add_help=False)  # its own parser answers --help
-        s.add_argument("argv", nargs=argparse.REMAINDER, help=f"the arguments of {module}")
+        s.add_argument("argv", nargs=argparse.REMAINDER, help=f"the arguments of `videoktr {name}` "
+                                                              f"(`videoktr {name} --help`)")
         s.set_defaults(delegate=module)
     return p
+
+
+def step_parsers() -> dict[str, argparse.ArgumentParser]:
+    """{step: its parser} of every step, the delegated ones' own parsers included (what `STEP --help` prints)."""
+    import importlib
+
+    top = parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    out = {name: p for name, p in sub.choices.items() if name not in DELEGATED}
+    for name, (module, _) in DELEGATED.items():
+        out[name] = importlib.import_module(module).parser(f"videoktr {name}")
+    return out
+
+
+class ArgumentFileError(SystemExit):
+    pass
+
+
+def read_json_argument(value: str, option: str, cmd: str):
+    """A JSON argument given inline, or as the path of a JSON file; the error names the option and the file."""
+    text = value.strip()
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            raise ArgumentFileError(f"videoktr {cmd}: {option} is not valid JSON ({err})") from None
+    path = Path(value)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArgumentFileError(f"videoktr {cmd}: {option} {path}: no such file (give JSON inline or the path of a "
+                                "JSON file)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ArgumentFileError(f"videoktr {cmd}: {option} {path}: cannot read it ({err})") from None
+    except ValueError as err:
+        raise ArgumentFileError(f"videoktr {cmd}: {option} {path}: not valid JSON ({err})") from None
+
+
+def check_inputs(a) -> None:
+    """Every file or folder the step reads is there and readable: else one line naming the argument and the path."""
+    for arg in sorted(INPUTS & set(vars(a))):
+        values = getattr(a, arg)
+        for value in values if isinstance(values, list) else [values]:
+            path, option = Path(value), f"--{arg.replace('_', '-')}"
+            if not path.exists():
+                raise ArgumentFileError(f"videoktr {a.cmd}: {option} {path}: no such file or folder")
+            if not os.access(path, os.R_OK):
+                raise ArgumentFileError(f"videoktr {a.cmd}: {option} {path}: not readable (permission denied)")
 
 
 def main(argv=None) -> int:
@@ -422,11 +572,18 @@ def main(argv=None) -> int:
     if argv[:1] and argv[0] in DELEGATED:  # before argparse: the rest of the line, options included, is theirs
         import importlib
 
-        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:], prog=f"videoktr {argv[0]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a = parser().parse_args(argv)
     try:
-        a.fn(a, json.loads(a.cfg))
+        check_inputs(a)
+        cfg = read_json_argument(a.cfg, "--cfg", a.cmd) if hasattr(a, "cfg") else {}
+        if hasattr(a, "plan"):
+            a.plan = json.dumps(read_json_argument(a.plan, "--plan", a.cmd))
+        a.fn(a, cfg)
+    except ArgumentFileError as e:
+        print(e, file=sys.stderr)
+        return 2
     except BadDataError as e:
         log.error("%s", e)
         print(f"videoktr {a.cmd}: {e}", file=sys.stderr)

@@ -60,10 +60,73 @@ def _with_defaults(validator_class):
     )
 
 
+def _resolve(node, root: dict) -> dict:
+    """A schema node with its `$ref` (a JSON pointer into the schema) followed."""
+    while isinstance(node, dict) and "$ref" in node:
+        target = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node if isinstance(node, dict) else {}
+
+
+JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+
+
+def _types(node: dict, root: dict) -> set[str]:
+    """The JSON types a schema node allows (its `type`, its enum's values, and those of its anyOf/oneOf branches)."""
+    kinds = node.get("type", [])
+    out = set([kinds] if isinstance(kinds, str) else kinds)
+    for value in node.get("enum", []):
+        out.add(next((k for k, t in JSON_TYPES.items() if isinstance(value, t) and not (
+            k in ("integer", "number") and isinstance(value, bool))), "string"))
+    for branch in node.get("anyOf", []) + node.get("oneOf", []):
+        out |= _types(_resolve(branch, root), root)
+    return out
+
+
+def coerce(value, node, root: dict):
+    """`value` with each string that the schema wants as a number, integer, boolean or null parsed as YAML.
+
+    Snakemake's `--config key=VALUE` reads a dict VALUE with YAML's BaseLoader, every scalar a string
+    (`train={"lr": 0.0003}` gives lr '0.0003'); YAML 1.1 reads `3e-4` (no dot) as a string. Where the schema allows
+    a string the value is left as it is; a string that does not parse to an allowed type is left for the validator to
+    name."""
+    node = _resolve(node, root)
+    if isinstance(value, dict):
+        props, extra = node.get("properties", {}), node.get("additionalProperties")
+        return {k: coerce(v, props.get(k, extra if isinstance(extra, dict) else {}), root) for k, v in value.items()}
+    if isinstance(value, list):
+        items = node.get("items")
+        return [coerce(v, items if isinstance(items, dict) else {}, root) for v in value]
+    if isinstance(value, str):
+        allowed = _types(node, root)
+        if allowed and "string" not in allowed:
+            try:
+                parsed = yaml.safe_load(value)
+                if isinstance(parsed, str) and "number" in allowed:
+                    parsed = float(value)  # 3e-4
+            except (yaml.YAMLError, ValueError):
+                return value
+            if any(isinstance(parsed, JSON_TYPES[k]) and not (k != "boolean" and isinstance(parsed, bool))
+                   for k in allowed if k in JSON_TYPES):
+                return parsed
+    return value
+
+
+def required_missing(config: dict, schema_path: Path = SCHEMA) -> list[str]:
+    """The schema's required top-level keys that `config` lacks: a config file without them is an overlay."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    return [k for k in schema.get("required", []) if k not in (config or {})]
+
+
 def validate(config: dict, schema_path: Path = SCHEMA) -> dict:
     """Return a validated copy of `config` with defaults; raise ConfigError naming the offending key."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    config = copy.deepcopy(config)
+    config = coerce(copy.deepcopy(config), schema, schema)
+    for run in (config.get("runs") or {}).values():  # a run's train keys are the train section's
+        if isinstance(run, dict) and isinstance(run.get("train"), dict):
+            run["train"] = coerce(run["train"], schema["properties"]["train"], schema)
     _check_run_name(config.get("run_name"))
     # An entry of sft_models is `model` with some keys replaced (whole sub-sections: `hub` or `tiny` as a unit).
     given = {}

@@ -6,6 +6,7 @@ import os
 from videoktr.config import released_models, sft_models
 from videoktr.preflight import needs_gpu as preflight_needed
 from videoktr.report import grid
+from videoktr.report.report_view import ReportParam, category as _category
 
 RUN = config["run_name"]
 # The models RL starts from, each built (tiny) or fetched (hub) into models/<name>: `sft` (config model), sft_models.
@@ -102,9 +103,15 @@ TABLES = f"{OUT}/tables"
 FIGURES = f"{OUT}/figures"
 REFERENCE = config["tables"]["reference"]
 # What videoktr.report.grid reads; not cfg(): its sorted keys would lose the order of each table's rows.
-GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models")})
+GRID_CFG = ReportParam(json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models")}))
 # ... and of the released block (Table 1's released checkpoints): `released` too, in that table's params only
-RELEASED_GRID_CFG = json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models", "released")})
+RELEASED_GRID_CFG = ReportParam(json.dumps({s: config[s] for s in ("tables", "eval", "runs", "model", "sft_models",
+                                                                   "released")}))
+
+
+def report_category(wildcards):
+    """The report category of a table or figure: its part of the paper (videoktr.report.report_view)."""
+    return _category(wildcards.get("table") or wildcards.get("fig"))
 ACCURACY_TABLES = [n for n in grid.TABLES if grid.TARGETS[n].kind != "cost"]  # rule table
 COST_TABLES = [n for n in grid.TABLES if grid.TARGETS[n].kind == "cost"]  # rule cost_table
 ACCURACY_FIGURES = list(grid.FIGURES)  # rule accuracy_figure
@@ -149,7 +156,7 @@ def out_stem(wildcards, output):
 def target_files(name):
     """The files a table or figure (a grid target or a token figure) is written to."""
     if name.startswith("table"):
-        return [f"{TABLES}/{name}.{ext}" for ext in ("csv", "md", "tex")]
+        return [f"{TABLES}/{name}.{ext}" for ext in ("csv", "md", "tex", "html")]
     html = ["html"] if name in TOKEN_FIGURES_HTML else []
     return [f"{FIGURES}/{name}.{ext}" for ext in ("png", "pdf", "csv", *html)]
 

@@ -12,13 +12,13 @@ rule accuracy_figure:
         summaries=lambda w: grid.summary_paths(config, w.fig, OUT),
         reference=REFERENCE,
     output:
-        png=report(f"{FIGURES}/{{fig}}.png", caption="../report/accuracy_figure.rst", category="Figures"),
+        png=report(f"{FIGURES}/{{fig}}.png", caption="../report/accuracy_figure.rst", category=report_category),
         pdf=f"{FIGURES}/{{fig}}.pdf",
         csv=f"{FIGURES}/{{fig}}.csv",
     wildcard_constraints:
         fig="|".join(ACCURACY_FIGURES),
     params:
-        cfg=GRID_CFG,
+        cfg=lambda w: GRID_CFG,  # a function: a plain string param is re-made as a str (no ReportParam)
         stem=out_stem,
     threads: 1
     conda:
@@ -26,7 +26,7 @@ rule accuracy_figure:
     log:
         f"{OUT}/logs/figures/{{fig}}.log",
     shell:
-        "videoktr figure {wildcards.fig} --cfg {params.cfg:q} --summaries {input.summaries}"
+        "videoktr figure {wildcards.fig} --cfg {params.cfg:jsonq} --summaries {input.summaries}"
         " --reference {input.reference:q} --out {params.stem} > {log} 2>&1"
 
 
@@ -34,7 +34,7 @@ rule token_figure:
     input:
         metrics=TOKEN_LOG_METRICS,
     output:
-        png=report(f"{FIGURES}/{{fig}}.png", caption="../report/token_figure.rst", category="Figures"),
+        png=report(f"{FIGURES}/{{fig}}.png", caption="../report/token_figure.rst", category=report_category),
         pdf=f"{FIGURES}/{{fig}}.pdf",
         csv=f"{FIGURES}/{{fig}}.csv",
     wildcard_constraints:
@@ -53,7 +53,7 @@ rule token_figure:
 
 use rule token_figure as token_figure_html with:
     output:
-        png=report(f"{FIGURES}/{{fig}}.png", caption="../report/token_figure.rst", category="Figures"),
+        png=report(f"{FIGURES}/{{fig}}.png", caption="../report/token_figure.rst", category=report_category),
         pdf=f"{FIGURES}/{{fig}}.pdf",
         csv=f"{FIGURES}/{{fig}}.csv",
         html=f"{FIGURES}/{{fig}}.html",

@@ -189,8 +189,8 @@ def _size(text: str) -> dict:
     return out
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m videoktr.costbench.harness", description=__doc__.split("\n\n")[0])
+def parser(prog: str = "python -m videoktr.costbench.harness") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model folder (the SFT model in the DAG)")
     p.add_argument("--records", required=True, help="JSON list of Video-R1 records (the filtered train split)")
     p.add_argument("--data-dir", required=True, help="folder the records' clip paths are relative to")
@@ -215,7 +215,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m videoktr.costbench.harness") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         _worker(argv[1], argv[2])
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    a = parser().parse_args(argv)
+    a = parser(prog).parse_args(argv)
     cfg = json.loads(a.cfg)
     if "video" not in cfg:
         from videoktr.config import load

@@ -73,24 +73,37 @@ def build_all(a) -> None:
     logger.info("figures written to %s", out)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m videoktr.report.figures", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="figure", required=True)
+# What each token-log figure shows (its subcommand's help).
+TOKEN_FIGURE_HELP = {
+    "fig2": "one response, its tokens coloured by the signal(s) that selected them",
+    "fig4": "part-of-speech shares of the words each signal selects",
+    "fig5": "overlap of the three token sets E, V, T and their pairwise Jaccard indices",
+    "fig6": "word clouds of selected against unselected words",
+    "fig11": "gradient diagnostics over training steps",
+    "fig12": "selection probability by relative position in the completion",
+    "all": "every token-log figure into one folder",
+}
+
+
+def parser(prog: str = "python -m videoktr.report.figures") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="figure", required=True, metavar="FIGURE", help="the figure to build")
     for name in ACCURACY_FIGURES:
-        s = sub.add_parser(name, help="from evaluation summaries, the paper's numbers beside")
+        text = f"{name} from evaluation summaries, the paper's numbers beside"
+        s = sub.add_parser(name, help=text, description=text)
         s.add_argument("--cfg", required=True, help="JSON of the config sections tables, eval, runs")
-        s.add_argument("--summaries", nargs="+", required=True)
+        s.add_argument("--summaries", nargs="+", required=True,
+                       help="evaluation summaries (eval/<model>/<benchmark>/f<frames>.summary.json) of its rows")
         s.add_argument("--reference", required=True, help="the paper's numbers (paper_tables.csv)")
         s.add_argument("--out", required=True, help="output stem: writes STEM.png, STEM.pdf, STEM.csv")
     for name in ("fig2", "fig4", "fig5", "fig6", "fig11", "fig12", "all"):
-        s = sub.add_parser(name)
+        s = sub.add_parser(name, help=TOKEN_FIGURE_HELP[name], description=TOKEN_FIGURE_HELP[name])
         if name != "fig11":
             s.add_argument("--token-log", required=True, help="folder of token-log Parquet parts (or one file)")
         if name in ("fig11", "all"):
             s.add_argument("--gradients", required=name == "fig11", help="gradients.csv of the run")
         if name == "all":
-            s.add_argument("--out-dir", required=True)
+            s.add_argument("--out-dir", required=True, help="output folder: figN.png, .pdf, .csv for each figure")
         else:
             s.add_argument("--out", required=True, help="output stem: writes STEM.png, STEM.pdf, STEM.csv")
         if name in ("fig4", "fig6", "all"):
@@ -98,16 +111,16 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--max-completions", type=int, default=None,
                            help="tag a random sample of at most this many completions (default: all)")
         if name in ("fig12", "all"):
-            s.add_argument("--bins", type=int, default=10)
+            s.add_argument("--bins", type=int, default=10, help="bins of relative position (default 10)")
         if name in ("fig2", "all"):
             s.add_argument("--step", type=int, default=None, help="with --sample-id: the response to show")
             s.add_argument("--sample-id", default=None, help="default: a representative one of the last step")
     return p
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m videoktr.report.figures") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    a = parser().parse_args(argv)
+    a = parser(prog).parse_args(argv)
     if a.figure in ACCURACY_FIGURES:
         build_accuracy(a.figure, a)
     elif a.figure == "all":

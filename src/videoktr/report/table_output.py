@@ -1,9 +1,12 @@
-"""How a table is written: CSV (every number, intervals in their own columns), Markdown and LaTeX (each accuracy of
-ours as "45.8 [31.2, 60.4]", "(N err)" beside a cell with error rows, and the paired differences as a second table).
+"""How a table is written: CSV (every number, intervals in their own columns), Markdown, LaTeX and HTML (each
+accuracy of ours as "45.8 [31.2, 60.4]", "(N err)" beside a cell with error rows, and the paired differences as a
+second table). The HTML page is what `snakemake --report` shows; it carries the CSV as a download link.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 from pathlib import Path
 
@@ -97,3 +100,42 @@ def write(df: pd.DataFrame, stem, title: str, lines: list[str]) -> None:
                                       caption=latex_text(f"{title}: paired differences (ours, percentage points: "
                                                          f"the row minus the vs row). {DIFFERENCE_NOTE}"))
     Path(f"{stem}.tex").write_text("% needs \\usepackage{booktabs,multirow}\n" + latex)
+    Path(f"{stem}.html").write_text(html_page(shown, diff, title, lines, Path(f"{stem}.csv")))
+
+
+# Inside the report, a result is shown alone in a frame: the page brings its own style.
+STYLE = """<style>
+body { font-family: system-ui, sans-serif; font-size: 13px; margin: 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+.notes { color: #555; max-width: 70em; } .notes li { margin: 0.2em 0; }
+</style>"""
+
+
+def _fmt(v) -> str:
+    """A plain number at 4 significant digits (a cost of 12.3456789 s reads 12.35); text as it is."""
+    if v is None or v != v:
+        return "--"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def html_table(df: pd.DataFrame, index: bool = True) -> str:
+    return df.to_html(index=index, na_rep="--", formatters={c: _fmt for c in df.columns}, border=0,
+                      escape=True, justify="center")
+
+
+def html_page(shown: pd.DataFrame, diff: pd.DataFrame | None, title: str, lines: list[str], csv: Path) -> str:
+    """A self-contained page: the title, the table, its paired differences, the notes, and the CSV as a download."""
+    link = "data:text/csv;base64," + base64.b64encode(csv.read_bytes()).decode()
+    body = [f"<h3>{html.escape(title)}</h3>", html_table(shown.reset_index(), index=False)]
+    if diff is not None:
+        body += ["<h4>Paired differences (ours, percentage points: the row minus the <code>vs</code> row)</h4>",
+                 html_table(diff, index=False), f"<p class=notes>{html.escape(DIFFERENCE_NOTE)}</p>"]
+    body.append("<ul class=notes>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
+    body.append(f'<p><a download="{csv.name}" href="{link}">Download {csv.name}</a> (every number, the intervals '
+                "in their own columns)</p>")
+    return f"<!DOCTYPE html>\n<html><head><meta charset=utf-8>{STYLE}</head><body>\n" + "\n".join(body) + \
+        "\n</body></html>\n"

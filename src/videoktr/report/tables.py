@@ -271,18 +271,22 @@ def build(name: str, config: dict, reference, summaries=(), metrics=(), models=(
     return accuracy_table(s, ours, bench, grid.frames(config, name)[0], paper, bases)
 
 
-def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m videoktr.report.tables", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("table", choices=grid.TABLES)
+def parser(prog: str = "python -m videoktr.report.tables") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("table", choices=grid.TABLES, help="which table: " + ", ".join(grid.TABLES))
     p.add_argument("--cfg", required=True, help="JSON of the config sections tables, eval, runs (and model)")
-    p.add_argument("--summaries", nargs="*", default=[])
-    p.add_argument("--metrics", nargs="*", default=[])
+    p.add_argument("--summaries", nargs="*", default=[],
+                   help="evaluation summaries (eval/<model>/<benchmark>/f<frames>.summary.json) of the table's rows")
+    p.add_argument("--metrics", nargs="*", default=[], help="table4: the training logs (train/<run>/metrics.json)")
     p.add_argument("--models", nargs="*", default=[], help="table1_released: the checkpoints' folders (manifests)")
     p.add_argument("--reference", required=True, help="the paper's numbers (paper_tables.csv)")
     p.add_argument("--out", required=True, help="output stem: writes STEM.csv, STEM.md, STEM.tex")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None, prog: str = "python -m videoktr.report.tables") -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a = parser(prog).parse_args(argv)
     config = json.loads(a.cfg)
     try:
         df = build(a.table, config, a.reference, a.summaries, a.metrics, a.models)
@@ -290,7 +294,7 @@ def main(argv=None) -> int:
         raise SystemExit(str(e)) from None
     paper = paper_rows(load_reference(a.reference), "table1" if a.table == "table1_released" else a.table)
     write(df, a.out, grid.TARGETS[a.table].title, notes(config, a.table, paper) + df.attrs.get("notes", []))
-    logger.info("%s written to %s.{csv,md,tex}", a.table, a.out)
+    logger.info("%s written to %s.{csv,md,tex,html}", a.table, a.out)
     return 0
 
 
