@@ -133,6 +133,8 @@ def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(world, tiny_mode
 EQUAL = ("run", "method", "global_step", "trained_with", "scored_answers", "unparseable_answers", "video_input",
          "rollouts", "counted_from_step")
 BY_DESIGN = ("resumed_from", "segments")  # what says it was resumed (checked above)
+# engine: world size, ZeRO stage, accelerator and parameter share equal; each rank's padded completion widths are of
+# this process's generation batches (the last segment's: what issue-level checks read as "one step's widths")
 COST_EQUAL = ("optimizer_steps", "forward_flops", "world_size", "device", "unaccounted_steps", "peak_memory_kind",
               "forward")
 COST_MEASURED = ("train_seconds", "samples_per_second", "forward_latency_seconds", "peak_memory_bytes", "segments",
@@ -141,7 +143,11 @@ TIMING = ("runtime", "per_second", "step_time")  # log_history keys of wall time
 
 
 def same_as_uninterrupted(resumed: dict, expected: dict, killed_at: int) -> None:
-    assert set(resumed) == set(expected) == {*EQUAL, *BY_DESIGN, "cost", "log_history", "train_loss"}
+    assert set(resumed) == set(expected) == {*EQUAL, *BY_DESIGN, "engine", "cost", "log_history", "train_loss"}
+    strip = lambda e: {**e, "ranks": [{k: v for k, v in r.items() if k != "padded_completion_lengths"}  # noqa: E731
+                                      for r in e["ranks"]]}
+    assert strip(resumed["engine"]) == strip(expected["engine"])
+    assert len(resumed["engine"]["ranks"][0]["padded_completion_lengths"]) == resumed["global_step"] - killed_at
     for key in EQUAL:
         assert resumed[key] == expected[key], key
     assert resumed["counted_from_step"] == 0 and len(resumed["rollouts"]) == resumed["global_step"]

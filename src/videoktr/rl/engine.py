@@ -1,5 +1,5 @@
 """Which engine a run trained on, as each rank saw it: world size, DeepSpeed ZeRO stage, accelerator, the padded
-completion width of each generation batch (TRL pads to the rank's own longest completion, so ranks differ), and the
+completion width of each generation batch of this process (after a resume: the last segment's; TRL pads to the rank's own longest completion, so ranks differ), and the
 rank's local share of the parameters (ZeRO-3 loads them partitioned through zero.Init: about 1/world_size)."""
 
 from __future__ import annotations
