@@ -270,7 +270,7 @@ def test_table5_says_which_model_its_runs_start_from(tmp_path):
     assert tables.main(["table5", "--cfg", sections, "--summaries", *paths, "--reference", str(REFERENCE),
                         "--out", str(tmp_path / "t/table5")]) == 0
     md = (tmp_path / "t/table5.md").read_text()
-    assert "GRPO-3B, Video-KTR-3B from sft_small (tiny Qwen2.5-VL, hidden 48, 2 layers)" in md
+    assert "GRPO-3B, Video-KTR-3B from sft_small (tiny Qwen2.5-VL, hidden 32, 2 layers)" in md
     df = pd.read_csv(tmp_path / "t/table5.csv", keep_default_na=False, na_values=[""], dtype={"frames": str})
     got = df[(df["method"] == "Video-KTR-3B") & (df["frames"] == "8")]["tiny_counting"].item()
     assert got == pytest.approx(100 * accuracy("ktr_small", "tiny_counting", 8), abs=0.005)
@@ -281,8 +281,8 @@ def test_table5_says_which_model_its_runs_start_from(tmp_path):
 def test_a_row_that_is_the_second_model_itself_is_named_so():
     cfg = config(table5={"Qwen2.5-VL-3B-SFT": "sft_small", "GRPO-3B": "grpo_small", "GRPO": "grpo"})
     assert tables.starting_models(cfg, "table5") == (
-        "GRPO-3B from sft_small (tiny Qwen2.5-VL, hidden 48, 2 layers); GRPO from sft (tiny Qwen2.5-VL, hidden 64, "
-        "2 layers); Qwen2.5-VL-3B-SFT is sft_small (tiny Qwen2.5-VL, hidden 48, 2 layers)")
+        "GRPO-3B from sft_small (tiny Qwen2.5-VL, hidden 32, 2 layers); GRPO from sft (tiny Qwen2.5-VL, hidden 64, "
+        "2 layers); Qwen2.5-VL-3B-SFT is sft_small (tiny Qwen2.5-VL, hidden 32, 2 layers)")
 
 
 # -- uncertainty: bootstrap intervals, paired differences, honest cells ----------------------------------------------

@@ -168,7 +168,7 @@ def test_a_static_clip_has_no_temporal_spread_its_ties_are_logged_and_none_selec
                                                                                             tmp_path, no_spread):
     """A colour/shape clip shows one still shape: reordering its frames changes nothing, so every temporal score is
     exactly 0. top_r still picks r of the tokens (by position): ktr/ties_T = 1. none picks no T token; E and V, with
-    spread, keep their r and no ties."""
+    spread, keep their r (V with no ties)."""
     rec = records(world)[0]
     assert rec["data_source"] == "tinyworld/appearance"
     trainer = _ktr(world, tiny_model_dir, tmp_path, no_spread=no_spread)
@@ -181,8 +181,11 @@ def test_a_static_clip_has_no_temporal_spread_its_ties_are_logged_and_none_selec
         assert log["ktr/ties_T"] == 1.0 and abs(log["ktr/T_share"] * n - 0.2 * n) <= 1
     else:
         assert log["ktr/T_share"] == 0 and log["ktr/ties_T"] == 0
+    assert log["ktr/ties_V"] == 0
+    # E may tie: the 4 rollouts of one prompt share their first position's distribution, so its entropy is the
+    # same in each; where the top-r threshold falls there, ties are real. Each still keeps its r.
     for s in ("E", "V"):
-        assert log[f"ktr/ties_{s}"] == 0 and abs(log[f"ktr/{s}_share"] * n - 0.2 * n) <= 1
+        assert abs(log[f"ktr/{s}_share"] * n - 0.2 * n) <= 1
 
 
 @pytest.mark.parametrize("weighting", ["softmax", "sigmoid", "linear", "exponential"])
