@@ -19,9 +19,9 @@ PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 OVERLAY = yaml.safe_load((ROOT / "config/rehearsal.yaml").read_text())
 # what the overlay may change: sizes, places, backends (no GPU here) and which rows of the grid are built
 SIZES = {"run_name", "data.mirror", "model.mirror", "sft_models.qwen3b.mirror", "filter.max_new_tokens",
-         "filter.batch_size", "filter.shards", "train.max_steps", "train.max_completion_length",
+         "filter.batch_size", "filter.shards", "filter.backend", "train.max_steps", "train.max_completion_length",
          "train.save_steps", "train.deepspeed", "runs.ktr.train.diagnostics_every", "eval.mirror", "eval.models",
-         "eval.benchmarks", "eval.frames", "eval.max_new_tokens", "eval.batch_size", "analysis.spacy_model",
+         "eval.benchmarks", "eval.frames", "eval.max_new_tokens", "eval.batch_size", "eval.backend", "analysis.spacy_model",
          "tables.benchmarks", "tables.table5_frames"}
 # the backend is the paper's (vLLM); only how it holds a CPU's memory and compiles differs
 SIZES |= {f"{stage}.vllm.{k}" for stage in ("filter", "eval") for k in ("gpu_memory_utilization", "enforce_eager",
