@@ -38,7 +38,7 @@ def test_world_tiny_model_and_sft_commands_run_again_change_no_file(tmp_path, ca
 
     init = tmp_path / "sft.init"
     mcfg = {"seed": 0, "video": VIDEO, "model": dict(CFG["model"], tiny=dict(CFG["model"]["tiny"], vocab_size=400,
-                                                                             hidden_size=32, layers=1, heads=2))}
+                                                                             hidden_size=32, layers=1, heads=1))}
     twice(["build-model", "--cfg", json.dumps(mcfg), "--records", str(world / "train.json"), "--out", str(init)],
           init, caplog)
 
