@@ -72,6 +72,30 @@ def test_the_rules_command_on_a_finished_run_trains_nothing_and_changes_no_file(
     assert files_of(whole) == before
 
 
+@pytest.mark.parametrize("retry", [["--attempt", "2"], {"SLURM_RESTART_COUNT": "1"}], ids=["retry", "requeue"])
+def test_a_retried_or_requeued_job_of_a_finished_run_restores_it_and_changes_no_file(world, tiny_model_dir,
+                                                                                      uninterrupted, tmp_path, retry):
+    """Snakemake deletes a job's outputs before the job runs, and a profile retry (a later attempt) or a SLURM requeue
+    runs the job again with --force: the model folder and metrics.json of the finished run are gone. The work dir
+    keeps them (hard links): the command restores them, takes no step, and every file is as the first job wrote it."""
+    import shutil
+
+    records, whole = uninterrupted
+    job = tmp_path / "job"
+    shutil.copytree(whole, job)  # times kept: the copy is the same finished run
+    (job / "model/.snakemake_timestamp").unlink(missing_ok=True)
+    before = files_of(job)
+    shutil.rmtree(job / "model")
+    (job / "metrics.json").unlink()
+    args, env = (retry, ENV) if isinstance(retry, list) else ([], {**ENV, **retry})
+    res = subprocess.run(command(world, tiny_model_dir, job, records) + args, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "restored from" in res.stderr and "not trained again" in res.stderr, res.stderr[-3000:]
+    assert "training afresh" not in res.stderr and "resuming" not in res.stderr
+    assert files_of(job) == before
+
+
 def test_sigkill_midway_then_rerun_matches_an_uninterrupted_run(world, tiny_model_dir, tmp_path, uninterrupted):
     records, whole = uninterrupted
     env = ENV

@@ -105,13 +105,16 @@ def cmd_sft(a, cfg):
 
 def cmd_train(a, cfg):
     from videoktr.data.records import load_json_records
+    from videoktr.rl.finished import is_retry, keep_metrics
     from videoktr.rl.run import train_run
 
     try:
         metrics = train_run(a.name, cfg["run"], a.model, load_json_records(a.records), a.data_dir, a.work_dir, a.out,
-                            video_cfg=cfg["video"], seed=cfg["seed"])
+                            video_cfg=cfg["video"], seed=cfg["seed"],
+                            retry_metrics=a.metrics if is_retry(a.attempt) else None)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one writer
             _write_json(a.metrics, metrics, keep_same=True)
+            keep_metrics(a.work_dir, a.metrics)  # a retried or requeued job restores it (videoktr.rl.finished)
     finally:
         _close_process_group()
 
@@ -406,6 +409,8 @@ ARGS = {
     "work_dir": "folder of the run's checkpoints, token log and gradient diagnostics (a rerun resumes from it)",
     "metrics": "output JSON: the training log (metrics.json: loss, rewards, KL per step, cost, settings)",
     "frames": "frames per clip",
+    "attempt": "which try of this job (Snakemake's attempt, 1 the first); a later try, or a SLURM requeue, of a "
+               "finished run restores its outputs instead of training again (default 1)",
     "plan": "the benchmarks to evaluate: a JSON list of {benchmark, records, data_dir, predictions}, given inline "
             "or as the path of a JSON file",
     "job": "an evaluation job's output JSON ({benchmark: summary}, rule evaluate)",
@@ -443,7 +448,7 @@ STEPS = {
     "train": (cmd_train, "one RL run (GRPO, Video-KTR, T-GRPO or TW-GRPO; config run), resumable from its "
                          "checkpoints",
               {"name": None, "model": "the starting (SFT) model folder", "records": None, "data_dir": None,
-               "work_dir": None, "out": "output model folder", "metrics": None}),
+               "work_dir": None, "out": "output model folder", "metrics": None, "attempt": None}),
     "evaluate": (cmd_evaluate, "evaluate one model at one frame count on every benchmark of --plan (resumable)",
                  {"model": None, "name": None, "frames": None, "plan": None,
                   "out": "output JSON: {benchmark: summary}"}),
@@ -478,7 +483,8 @@ STEPS = {
                      {"model": "the model folder to copy", "out": "output repository folder"}),
 }
 NARGS = {"shards": "+", "run_metrics": "+"}
-TYPES = {"frames": int, "shard": int}
+TYPES = {"frames": int, "shard": int, "attempt": int}
+OPTIONAL = {"attempt": 1}  # arguments with a default; every other one is required
 
 
 def _version() -> str:
@@ -505,7 +511,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--cfg", default="{}", help="the config sections this step uses, as JSON or the path of a "
                                                    "JSON file (the Snakefile passes them)")
         for arg, help_text in args.items():
-            s.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=True, type=TYPES.get(arg, str),
+            s.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=arg not in OPTIONAL,
+                           default=OPTIONAL.get(arg), type=TYPES.get(arg, str),
                            nargs=NARGS.get(arg), help=help_text or ARGS[arg],
                            metavar=arg.upper() if arg not in NARGS else None)
         s.set_defaults(fn=fn)

@@ -19,6 +19,9 @@ rule train:
                                  sort_keys=True),
         work=lambda w: f"{OUT}/train/{w.run}",
     threads: 1
+    resources:
+        # a later try of a finished run (profile retries, a SLURM requeue) restores it: videoktr.rl.finished
+        attempt=lambda w, attempt: attempt,
     conda:
         "../../envs/train.yaml"
     log:
@@ -26,4 +29,4 @@ rule train:
     shell:
         "{params.launch:q} train --cfg {params.cfg:q} --name {wildcards.run} --model {input.model}"
         " --records {input.records} --data-dir {params.data_dir} --work-dir {params.work}"
-        " --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+        " --out {output.model} --metrics {output.metrics} --attempt {resources.attempt} > {log} 2>&1"

@@ -318,7 +318,7 @@ def warmup_texts(records: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def build_rehearsal_mirror(out: Path, config: dict | None = None, *, seed: int = 0, warmup_steps: int = 150) -> dict:
+def build_rehearsal_mirror(out: Path, config: dict | None = None, *, seed: int = 0, warmup_steps: int = 200) -> dict:
     """Every repository `config` (default config/paper.yaml) downloads, under `out`; returns a summary."""
     import yaml
 

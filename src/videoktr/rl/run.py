@@ -23,6 +23,7 @@ from videoktr.provenance import digest, model_fingerprint
 from videoktr.rl.baselines import TGRPOTrainer, TWGRPOTrainer
 from videoktr.rl.cost_meter import CostMeter
 from videoktr.rl.engine import engine_record, local_parameter_share
+from videoktr.rl.finished import KEPT, keep_model, restore
 from videoktr.rl.gradients import GradientLogCallback
 from videoktr.rl.grpo import VideoGRPOTrainer
 from videoktr.rl.ktr import KNOBS, KTRSettings, KTRTrainer
@@ -153,7 +154,7 @@ def trained_with(trainer) -> dict:
 
 
 COMPLETE = "complete.json"  # written in the work dir once a run's model is saved: the run, its output and metrics
-WORK_FILES = ("checkpoints", "token_log", "gradients.csv", COMPLETE)  # what a fresh start clears
+WORK_FILES = ("checkpoints", "token_log", "gradients.csv", COMPLETE, KEPT)  # what a fresh start clears
 
 
 def _step(ckpt: Path) -> int:
@@ -308,8 +309,26 @@ def _load_weights_from_checkpoint(trainer) -> None:
     trainer._load_from_checkpoint = load
 
 
+def restored_run(work_dir: Path, fingerprint: dict, out_dir: Path, metrics: Path) -> dict | None:
+    """A retried or requeued job of this very run that had finished (its outputs deleted by Snakemake before the
+    job): its model and metrics.json linked back from the work dir (videoktr.rl.finished), or None."""
+    stamp, done = work_dir / "run_config.json", work_dir / COMPLETE
+    try:
+        record = json.loads(done.read_text())
+        same = stamp.read_text() == json.dumps(fingerprint, sort_keys=True, default=str)
+    except (OSError, ValueError):
+        return None
+    if not same or "out_fingerprint" not in record:
+        return None
+    if int(os.environ.get("RANK", "0")) == 0 and not restore(work_dir, record["out_fingerprint"], out_dir, metrics):
+        return None
+    return record["metrics"]
+
+
 def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_dir: Path, work_dir: Path,
-              out_dir: Path, *, video_cfg: dict, seed: int, callbacks=()) -> dict:
+              out_dir: Path, *, video_cfg: dict, seed: int, callbacks=(), retry_metrics: Path | None = None) -> dict:
+    """`retry_metrics`: this job is a retry or a requeue (videoktr.rl.finished.is_retry) whose metrics.json goes
+    there; a run that had finished is then restored, not trained again."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     # the starting model's identity, not its path: a retrained SFT model in the same folder starts afresh
@@ -320,6 +339,12 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
         log.info("%s finished before (%s steps) and its model is in %s: reusing it, not training again", name,
                  done.get("global_step"), out_dir)
         return done
+    if retry_metrics is not None:
+        done = restored_run(work_dir, fingerprint, Path(out_dir), Path(retry_metrics))
+        if done is not None:
+            log.info("%s finished before (%s steps) and this job is a retry or a requeue: its model and metrics "
+                     "restored from %s, not trained again", name, done.get("global_step"), work_dir / KEPT)
+            return done
     processor = AutoProcessor.from_pretrained(model_dir)
     # the config before the model: with train.deepspeed (ZeRO-3) it makes from_pretrained load partitioned (zero.Init)
     args = grpo_config(run["train"], work_dir, seed, vision_token_ids(AutoConfig.from_pretrained(model_dir)),
@@ -389,6 +414,7 @@ def train_run(name: str, run: dict, model_dir: Path, records: list[dict], data_d
     }
     whole_run(metrics, training_loss, last)
     if trainer.accelerator.is_main_process:  # the marker a rerun reads: reuse, or (model gone) start afresh
+        keep_model(work_dir, out_dir)  # before the marker: a marked run always has its kept model
         (work_dir / COMPLETE).write_text(json.dumps(
             {"out": str(out_dir), "out_fingerprint": model_fingerprint(out_dir), "metrics": metrics}, default=str))
     return metrics
