@@ -6,6 +6,8 @@
 #   * inside a SLURM job with more than one node (profiles/slurm `train`: nodes 4, tasks 4, mpi): one torchrun per
 #     node through `srun --ntasks-per-node=1`, c10d rendezvous on the job's first node;
 #   * one node with G > 1 GPUs: `torchrun --standalone --nproc-per-node G`;
+#   * no GPU and VIDEOKTR_CPU_RANKS=N > 1 (the rehearsal): `torchrun --standalone --nproc-per-node N` with
+#     DeepSpeed's CPU accelerator (DS_ACCELERATOR=cpu, gloo): the GPU nodes' ranks and ZeRO-3, on CPU cores;
 #   * otherwise (one GPU, or CPU as in the tiny world): plain `videoktr`.
 #
 # G (GPUs per node) is VIDEOKTR_GPUS_PER_NODE if set, else the devices in CUDA_VISIBLE_DEVICES (SLURM sets it for
@@ -70,6 +72,9 @@ if [ "$nodes" -gt 1 ]; then
          -m videoktr.cli "$@")
 elif [ "$gpus" -gt 1 ]; then
     cmd=(torchrun --standalone --nproc-per-node="$gpus" -m videoktr.cli "$@")
+elif [ "$gpus" -eq 0 ] && [ "${VIDEOKTR_CPU_RANKS:-1}" -gt 1 ]; then
+    export DS_ACCELERATOR=cpu
+    cmd=(torchrun --standalone --nproc-per-node="$VIDEOKTR_CPU_RANKS" -m videoktr.cli "$@")
 else
     cmd=(videoktr "$@")
 fi

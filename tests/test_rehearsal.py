@@ -127,7 +127,7 @@ def test_fix4_gradient_diagnostics_ran_and_the_cost_meter_counted_the_steps(rehe
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("check", ["trained_with", "targets", "bad_input"])
+@pytest.mark.parametrize("check", ["trained_with", "targets", "bad_input", "engines", "zero3_training"])
 def test_rehearsal_check(rehearsal, check):
     c = rehearsal["checks"][check]
     assert c["ok"], c

@@ -270,6 +270,9 @@ def test_launcher_starts_one_torchrun_per_node(tmp_path):
     assert run(CUDA_VISIBLE_DEVICES="0,1") == [
         "torchrun", "--standalone", "--nproc-per-node=2", "-m", "videoktr.cli", "train", "--name", "ktr"]
     assert run(VIDEOKTR_GPUS_PER_NODE="0") == ["videoktr", "train", "--name", "ktr"]
+    # no GPU, ranks asked for (the rehearsal): torchrun on CPU cores, DeepSpeed's CPU accelerator
+    assert run(VIDEOKTR_GPUS_PER_NODE="0", VIDEOKTR_CPU_RANKS="2") == [
+        "torchrun", "--standalone", "--nproc-per-node=2", "-m", "videoktr.cli", "train", "--name", "ktr"]
 
 
 def gpu_job_launcher(tmp_path) -> tuple[list, dict]:

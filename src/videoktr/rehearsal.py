@@ -17,7 +17,9 @@ The checks (what the paper fixes, read from the runs, not from the config):
   targets           every table and figure of the paper is a target of the rehearsal, and its files exist
   bad_input         the corrupt clip is named and counted by the split check, and the broken zip in the manifest
   engines           the filter and every evaluation sampled with the backend the config names (vLLM: its version),
-                    read from the filter rows and the summaries; also written as `engines` in rehearsal.json
+                    read from the filter rows and the summaries; also written as `engines` in rehearsal.json, with
+                    `engines.train.<run>`: world size, ZeRO stage, accelerator, padded widths and parameter share
+  zero3_training    every RL run trained on 2 ranks under ZeRO-3, loaded partitioned, with ragged lengths somewhere
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ PAPER, OVERLAY, PROFILE = "config/paper.yaml", "config/rehearsal.yaml", "profile
 TOKEN_FIGURES = ["fig2", "fig4", "fig5", "fig6", "fig11", "fig12"]
 # The paper profile asks for 4 nodes x 8 GPUs per training run: on a 2-CPU node every rule gets the same kind of
 # request, scaled down (one node, one task, one CPU, no GPU).
+# Offline; RL over two ranks with DeepSpeed's CPU accelerator, as GPU nodes run it (scripts/launch.sh; sbatch passes
+# the environment on to every job, preflight's engine start included)
+REHEARSAL_ENV = {"HF_HUB_OFFLINE": "1", "VIDEOKTR_CPU_RANKS": "2", "DS_ACCELERATOR": "cpu"}
 SCALED = {"nodes": 1, "tasks": 1, "cpus_per_task": 1, "mem_mb": 3000, "runtime": 60, "gpu": 0}
 
 
@@ -217,11 +222,40 @@ def engines(config: dict, out: Path) -> dict:
             "vllm_version": versions[0] if len(versions) == 1 else versions or None}
 
 
+def train_engines(out: Path) -> dict:
+    """Per RL run, how it trained (metrics.json `engine`): world size, ZeRO stage, accelerator, per rank its padded
+    completion widths per step and local parameter share; `ragged`: whether the ranks' widths differed in a step."""
+    runs = {}
+    for path in sorted(out.glob("train/*/metrics.json")):
+        m = json.loads(path.read_text())
+        e = m.get("engine") or {}
+        widths = [r.get("padded_completion_lengths") or [] for r in e.get("ranks") or []]
+        runs[m["run"]] = {"world_size": e.get("world_size"), "deepspeed_zero_stage": e.get("deepspeed_zero_stage"),
+                          "accelerator": e.get("accelerator"), "rollouts": "vllm" if (m.get("trained_with") or {}).get("use_vllm") else "generate",
+                          "padded_completion_lengths": widths,
+                          "local_parameter_share": [r.get("local_parameter_share") for r in e.get("ranks") or []],
+                          "ragged": any(len(set(step)) > 1 for step in zip(*widths))}
+    return runs
+
+
 def check_engines(config: dict, out: Path) -> dict:
     e = engines(config, out)
+    e["train"] = train_engines(out)
     ok = all(e[k]["backend"] == e[k]["asked"] for k in ("filter", "evaluate")) and (
         "vllm" not in (e["filter"]["asked"], e["evaluate"]["asked"]) or isinstance(e["vllm_version"], str))
     return _check("engines", ok, e)
+
+
+def check_zero3_training(out: Path) -> dict:
+    """Every RL run trained as the cluster trains: 2 ranks, ZeRO-3, each rank holding about half the parameters
+    (loaded partitioned); and in some run and step the ranks' padded completion lengths differed (ragged)."""
+    runs = train_engines(out)
+    ok = bool(runs) and all(r["world_size"] == 2 and r["deepspeed_zero_stage"] == 3
+                            and all(s is not None and abs(s - 0.5) < 0.1 for s in r["local_parameter_share"])
+                            for r in runs.values()) and any(r["ragged"] for r in runs.values())
+    return _check("zero3_training", ok, {n: {k: r[k] for k in ("world_size", "deepspeed_zero_stage", "accelerator",
+                                                                 "local_parameter_share", "ragged")}
+                                         for n, r in runs.items()})
 
 
 def run_checks(root: Path, config: dict) -> list[dict]:
@@ -234,7 +268,8 @@ def run_checks(root: Path, config: dict) -> list[dict]:
                      ("holmes_unfiltered", lambda: [check_holmes_unfiltered(config, out)]),
                      ("trained_with", lambda: [check_trained_with(paper, out)]),
                      ("targets", lambda: [check_targets(config, out)]), ("bad_input", lambda: [check_bad_input(out)]),
-                     ("engines", lambda: [check_engines(config, out)])]:
+                     ("engines", lambda: [check_engines(config, out)]),
+                     ("zero3_training", lambda: [check_zero3_training(out)])]:
         try:
             checks += fn()
         except (OSError, KeyError, ValueError) as e:  # a missing or unreadable output: the check fails, naming it
@@ -269,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "snakemake.log", "w") as logf:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                    env={**os.environ, **REHEARSAL_ENV})
             text = []
             for line in proc.stdout:
                 sys.stdout.write(line)
