@@ -230,8 +230,9 @@ def train_engines(out: Path) -> dict:
         m = json.loads(path.read_text())
         e = m.get("engine") or {}
         widths = [r.get("padded_completion_lengths") or [] for r in e.get("ranks") or []]
+        use_vllm = (m.get("trained_with") or {}).get("use_vllm")
         runs[m["run"]] = {"world_size": e.get("world_size"), "deepspeed_zero_stage": e.get("deepspeed_zero_stage"),
-                          "accelerator": e.get("accelerator"), "rollouts": "vllm" if (m.get("trained_with") or {}).get("use_vllm") else "generate",
+                          "accelerator": e.get("accelerator"), "rollouts": "vllm" if use_vllm else "generate",
                           "padded_completion_lengths": widths,
                           "local_parameter_share": [r.get("local_parameter_share") for r in e.get("ranks") or []],
                           "ragged": any(len(set(step)) > 1 for step in zip(*widths))}

@@ -3,21 +3,18 @@ again.
 
 Snakemake deletes a job's outputs before it runs the job, and the job step of a SLURM requeue or of a profile retry
 runs with `--force`: the model folder and metrics.json of a run that had finished are gone when the job starts
-again. The work dir is not an output, so it keeps hard links to the finished files (`keep_model`, `keep_metrics`): no second copy on disk,
-and `restore` links them back, the same inodes, so every byte and modification time is as the first job wrote it.
-A forced rerun (`--forcerun`, an outdated input) is not a retry and trains afresh (rl.run.prepare_work_dir).
+again. The work dir is not an output, so it keeps hard links to the finished files (`keep_model`, `keep_metrics`):
+no second copy on disk, and `restore` links them back, the same inodes, so every byte and modification time is as
+the first job wrote it. A forced rerun (`--forcerun`, an outdated input) is not a retry and trains afresh (rl.run.prepare_work_dir).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
 
 from videoktr.provenance import defines_model, model_fingerprint
-
-log = logging.getLogger(__name__)
 
 KEPT = "finished"  # in the work dir: model/ (the output folder's files) and metrics.json
 
@@ -37,7 +34,8 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def _model_files(folder: Path) -> list[Path]:
-    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and defines_model(p.relative_to(folder)))
+    files = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    return sorted(rel for rel in files if defines_model(rel))
 
 
 def keep_model(work_dir: Path, out_dir: Path) -> None:

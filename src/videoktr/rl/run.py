@@ -238,18 +238,26 @@ def _clear(work_dir: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def _finished_record(work_dir: Path, fingerprint: dict) -> dict | None:
+    """complete.json of this very run (its run_config.json stamp is `fingerprint`), or None."""
+    stamp, done = work_dir / "run_config.json", work_dir / COMPLETE
+    try:
+        record = json.loads(done.read_text())
+        same = stamp.read_text() == json.dumps(fingerprint, sort_keys=True, default=str)
+    except (OSError, ValueError):
+        return None
+    return record if same and {"out_fingerprint", "metrics"} <= set(record) else None
+
+
 def finished_run(work_dir: Path, fingerprint: dict, out_dir: Path) -> dict | None:
     """The metrics of this very run when it finished before and its model is still in `out_dir` as it was saved;
     else None. Read-only (every process may ask)."""
-    work_dir, out_dir = Path(work_dir), Path(out_dir)
-    stamp, done = work_dir / "run_config.json", work_dir / COMPLETE
-    if not (done.is_file() and stamp.is_file() and out_dir.is_dir()):
+    record = _finished_record(Path(work_dir), fingerprint)
+    if record is None or not Path(out_dir).is_dir():
         return None
     try:
-        record = json.loads(done.read_text())
-        same = (stamp.read_text() == json.dumps(fingerprint, sort_keys=True, default=str)
-                and record["out_fingerprint"] == model_fingerprint(out_dir))
-    except (OSError, ValueError, KeyError):
+        same = record["out_fingerprint"] == model_fingerprint(out_dir)
+    except OSError:
         return None
     return record["metrics"] if same else None
 
@@ -312,13 +320,8 @@ def _load_weights_from_checkpoint(trainer) -> None:
 def restored_run(work_dir: Path, fingerprint: dict, out_dir: Path, metrics: Path) -> dict | None:
     """A retried or requeued job of this very run that had finished (its outputs deleted by Snakemake before the
     job): its model and metrics.json linked back from the work dir (videoktr.rl.finished), or None."""
-    stamp, done = work_dir / "run_config.json", work_dir / COMPLETE
-    try:
-        record = json.loads(done.read_text())
-        same = stamp.read_text() == json.dumps(fingerprint, sort_keys=True, default=str)
-    except (OSError, ValueError):
-        return None
-    if not same or "out_fingerprint" not in record:
+    record = _finished_record(work_dir, fingerprint)
+    if record is None:
         return None
     if int(os.environ.get("RANK", "0")) == 0 and not restore(work_dir, record["out_fingerprint"], out_dir, metrics):
         return None
